@@ -1,0 +1,59 @@
+# Everything a user runs. Each target does its own set-up (venvs, Debian packages) on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+CONFIG ?= endpoints.toml
+REPS ?=
+STAGES ?=
+LABEL ?= compare
+RUNS ?=
+
+.PHONY: help setup system-deps test bench loadtest ui report demo exporter gpu-check clean
+
+help:
+	@echo "make demo       run the whole comparison on two tiny CPU-served vLLM models"
+	@echo "make test       run the test suite (installs what it needs)"
+	@echo "make loadtest   sweep the endpoints in \$$CONFIG headless, then build the report"
+	@echo "make ui         the Locust web UI on the same user classes"
+	@echo "make report RUNS=results/...   rebuild a report"
+	@echo "make bench      load-generator speed/accuracy, exporter and report benchmarks"
+	@echo "make exporter   run the GPU/process exporter"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=python3.11)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	@bash deploy/install_system_deps.sh
+
+test: setup system-deps
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench
+
+loadtest: setup
+	$(PY) -m locustfiles.campaign --endpoints-file $(CONFIG) --label $(LABEL) \
+	  $(if $(REPS),--repetitions $(REPS)) $(if $(STAGES),--stages $(STAGES)) \
+	  $(if $(A_URL),--url A=$(A_URL)) $(if $(B_URL),--url B=$(B_URL)) $(ARGS)
+
+ui: setup
+	LOCUST_ENDPOINTS_FILE=$(CONFIG) $(VENV)/bin/locust -f locustfiles/users.py --web-host 127.0.0.1 $(ARGS)
+
+report: setup
+	@test -n "$(RUNS)" || (echo 'give the run directories: make report RUNS="results/..."' && exit 2)
+	$(PY) -m analysis $(RUNS) $(ARGS)
+
+exporter: setup
+	$(PY) -m exporters $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

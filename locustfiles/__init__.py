@@ -1,0 +1,1 @@
+"""Locust user classes, load shapes and the request/record pipeline."""

@@ -1,0 +1,334 @@
+"""HTTP clients that stream one chat completion and return its RequestRecord.
+
+``FastClient`` (geventhttpclient + orjson, reading whole socket blocks) is the default: it
+costs about a tenth of the openai SDK's CPU per chunk, and a saturated client inflates every
+latency it reports. ``OpenAIClient`` (the openai SDK) is kept for compatibility checks.
+Both feed the same ``StreamRecorder``, so a record means the same whatever the client.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from time import perf_counter
+from typing import Any, Protocol
+
+import orjson
+from gevent import GreenletExit
+from geventhttpclient import HTTPClient
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
+from geventhttpclient.url import URL
+
+from core.config import Endpoint, redact
+from core.records import RequestRecord
+from locustfiles.sse import SSEDecoder
+from locustfiles.stream import StreamFailure, StreamRecorder, error_message
+
+READ_BLOCK = 65536
+MAX_ERROR_BODY = 8192
+
+
+def chat_body(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of a streamed chat completion for this endpoint."""
+    settings = endpoint.request
+    body: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": settings.max_tokens,
+        "temperature": settings.temperature,
+    }
+    if settings.ignore_eos:
+        body["ignore_eos"] = True
+    body.update(endpoint.extra_body)
+    return body
+
+
+class ChatClient(Protocol):
+    name: str
+
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectFailed(Exception):
+    """Raised while the TCP connection was being made (to tell connect from read timeouts)."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _ConnectPhase:
+    def _create_socket(self):  # type: ignore[no-untyped-def]
+        try:
+            return super()._create_socket()  # type: ignore[misc]
+        except (OSError, RuntimeError) as exc:
+            raise ConnectFailed(exc) from exc
+
+
+class _Pool(_ConnectPhase, ConnectionPool):
+    pass
+
+
+class _SSLPool(_ConnectPhase, SSLConnectionPool):
+    pass
+
+
+def _http_category(status: int) -> str:
+    return "http_4xx" if 400 <= status < 500 else "http_5xx"
+
+
+def _connect_failure(exc: BaseException) -> StreamFailure:
+    if isinstance(exc, ConnectionRefusedError):
+        return StreamFailure("connection_refused", f"connection refused ({exc})")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return StreamFailure("connect_timeout", "no connection within the connect timeout")
+    return StreamFailure("connect_failed", f"cannot connect: {exc!r}")
+
+
+class FastClient:
+    """geventhttpclient with one keep-alive connection per Locust user."""
+
+    name = "fast"
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        url = URL(endpoint.chat_url)
+        self._url = url
+        self.path = url.request_uri
+        key = endpoint.api_key()
+        self._secrets = [key] if key else []
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self.http = self._new_http()
+
+    def _new_http(self) -> HTTPClient:
+        settings = self.endpoint.request
+        http = HTTPClient(self._url.host, self._url.port, ssl=self._url.scheme == "https",
+                          connection_timeout=settings.connect_timeout_s,
+                          network_timeout=settings.read_timeout_s, concurrency=1,
+                          headers=self._headers)
+        pool = http._connection_pool
+        pool.__class__ = _SSLPool if isinstance(pool, SSLConnectionPool) else _Pool
+        return http
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _reset(self, response: Any = None) -> None:
+        """Drop the connection after a failure: it may hold half a response."""
+        sock = getattr(response, "_sock", None)
+        try:
+            if sock is not None:
+                sock.close()
+            self.http.close()
+        finally:
+            self.http = self._new_http()
+
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
+        payload = orjson.dumps(body)
+        record.start_unix = time.time()
+        start = perf_counter()
+        recorder = StreamRecorder(record, start)
+        status = 0
+        response = None
+        try:
+            response = self.http.request("POST", self.path, body=payload)
+            status = response.status_code
+            if status != 200:
+                raise self._http_failure(response, status)
+            self._read_stream(response, recorder)
+        except StreamFailure as failure:
+            self._reset(response)
+            recorder.finish(perf_counter(), failure)
+        except ConnectFailed as exc:
+            self._reset(response)
+            recorder.finish(perf_counter(), _connect_failure(exc.cause))
+        except GreenletExit:
+            end = perf_counter()
+            self._reset(response)
+            recorder.finish(end, StreamFailure("interrupted", "stopped while streaming", status))
+            raise
+        except BaseException as exc:  # every other way a request can end is still a record
+            end = perf_counter()
+            self._reset(response)
+            recorder.finish(end, self._classify(exc, status))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            recorder.finish(perf_counter(), None, status)
+        record.error_message = redact(record.error_message, self._secrets)
+        return record
+
+    def _read_stream(self, response: Any, recorder: StreamRecorder) -> None:
+        # Read whole socket blocks and split events ourselves: one recv and one Python loop per
+        # block of events, instead of a call per line.
+        decoder = SSEDecoder()
+        body = response._body_buffer
+        sock = response._sock
+        done = False
+        while True:
+            if body:
+                data = bytes(body)
+                del body[:]
+                now = perf_counter()
+                if not done:
+                    for event in decoder.feed(data):
+                        if recorder.on_payload(event, now):
+                            done = True
+                            break
+            if response.message_complete or sock is None:
+                break
+            chunk = sock.recv(READ_BLOCK)
+            if not chunk:
+                if done:
+                    break  # [DONE] seen; the server closed instead of ending the chunked body
+                now = perf_counter()
+                last = decoder.close()
+                if last is not None and recorder.on_payload(last, now):
+                    break
+                raise StreamFailure("stream_truncated",
+                                    "the server closed the connection before data: [DONE]", 200)
+            response.feed(chunk)
+        if not done:
+            last = decoder.close()
+            if last is not None:
+                recorder.on_payload(last, perf_counter())
+        response.release()
+
+    def _http_failure(self, response: Any, status: int) -> StreamFailure:
+        try:
+            text = response.read()[:MAX_ERROR_BODY]
+        except Exception:  # the body is a courtesy; the status is the failure
+            text = b""
+        finally:
+            response.release()
+        try:
+            message = error_message(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            message = text.decode("utf-8", "replace").strip() or "(empty body)"
+        return StreamFailure(_http_category(status), f"HTTP {status}: {message}", status)
+
+    @staticmethod
+    def _classify(exc: BaseException, status: int) -> StreamFailure:
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return StreamFailure("read_timeout", "no data within the read timeout", status)
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, HTTPConnectionClosed)):
+            if status:
+                return StreamFailure("stream_truncated", f"connection lost mid-stream ({exc})",
+                                     status)
+            return StreamFailure("connection_reset", f"connection closed before a response "
+                                 f"({exc.__class__.__name__}: {exc})")
+        if isinstance(exc, HTTPParseError):
+            return StreamFailure("connection_reset", f"invalid HTTP response: {exc}", status)
+        if isinstance(exc, OSError):
+            return StreamFailure("connection_reset", f"{exc.__class__.__name__}: {exc}", status)
+        return StreamFailure("client_error", f"{exc.__class__.__name__}: {exc}", status)
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return chain
+
+
+class OpenAIClient:
+    """The openai SDK's streaming client, for compatibility (about 10x the CPU per chunk).
+
+    The SDK swallows ``data: [DONE]`` and ends the iteration the same way whether it came or
+    not, so a stream cut cleanly at an event boundary is only detected by the fast client.
+    """
+
+    name = "openai"
+
+    def __init__(self, endpoint: Endpoint):
+        import openai
+
+        self._openai = openai
+        settings = endpoint.request
+        self.endpoint = endpoint
+        key = endpoint.api_key()
+        self._secrets = [key] if key else []
+        self.client = openai.OpenAI(
+            base_url=endpoint.base_url, api_key=key or "EMPTY", max_retries=0,
+            timeout=openai.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
+        known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
+        kwargs = {k: body[k] for k in known if k in body}
+        kwargs["extra_body"] = {k: v for k, v in body.items() if k not in known}
+        record.start_unix = time.time()
+        start = perf_counter()
+        recorder = StreamRecorder(record, start)
+        try:
+            stream = self.client.chat.completions.create(**kwargs)
+            for chunk in stream:
+                recorder.on_chunk(_chunk_dict(chunk), perf_counter())
+            recorder.done = True
+        except StreamFailure as failure:
+            recorder.finish(perf_counter(), failure)
+        except GreenletExit:
+            recorder.finish(perf_counter(), StreamFailure("interrupted", "stopped while streaming"))
+            raise
+        except Exception as exc:
+            recorder.finish(perf_counter(), self._classify(exc))
+        else:
+            recorder.finish(perf_counter(), None, 200)
+        record.error_message = redact(record.error_message, self._secrets)
+        return record
+
+    def _classify(self, exc: Exception) -> StreamFailure:
+        openai = self._openai
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            return StreamFailure(_http_category(status), f"HTTP {status}: {exc.message}", status)
+        chain = _cause_chain(exc)
+        names = " ".join(type(e).__name__ for e in chain)
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return StreamFailure("connection_refused", "connection refused")
+        if "ConnectTimeout" in names:
+            return StreamFailure("connect_timeout", "no connection within the connect timeout")
+        if isinstance(exc, openai.APITimeoutError) or "ReadTimeout" in names:
+            return StreamFailure("read_timeout", "no data within the read timeout", 200)
+        if "RemoteProtocolError" in names or "IncompleteRead" in names:
+            return StreamFailure("stream_truncated", f"stream cut: {exc}", 200)
+        if isinstance(exc, openai.APIConnectionError):
+            return StreamFailure("connection_reset", f"{type(chain[-1]).__name__}: {chain[-1]}")
+        if isinstance(exc, openai.APIError):
+            return StreamFailure("stream_error", str(exc.message), 200)
+        if "JSONDecodeError" in names:
+            return StreamFailure("malformed_chunk", f"event is not JSON: {exc}", 200)
+        return StreamFailure("client_error", f"{type(exc).__name__}: {exc}")
+
+
+def _chunk_dict(chunk: Any) -> dict[str, Any]:
+    """The parts of an SDK ChatCompletionChunk the recorder reads, as plain data."""
+    out: dict[str, Any] = {"choices": []}
+    if chunk.choices:
+        delta = chunk.choices[0].delta
+        out["choices"] = [{"delta": {
+            "content": delta.content,
+            "reasoning": getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content",
+                                                                       None),
+        }}]
+    if chunk.usage is not None:
+        out["usage"] = chunk.usage.model_dump()
+    return out
+
+
+def make_client(kind: str, endpoint: Endpoint) -> ChatClient:
+    if kind == "fast":
+        return FastClient(endpoint)
+    if kind == "openai":
+        return OpenAIClient(endpoint)
+    raise ValueError(f"unknown client {kind!r}: use 'fast' or 'openai'")

@@ -1,0 +1,485 @@
+"""What one Locust process knows about the run, and the listeners that move records home.
+
+Roles (Locust's own):
+- every process that runs users (local or worker) buffers records and, about once a second,
+  sends them with ``runner.send_message("llm_records", ...)``; a LocalRunner delivers that
+  message to itself, so local and distributed runs take the same path;
+- the process that writes (local or master) appends each batch to ``records.csv`` as it
+  arrives, keeps the stage timeline, the manifest and the metric capture.
+The load shape (master/local only) tags stages: it broadcasts ``llm_stage`` on every tick,
+and every record carries the tags that were current when its request was sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from core import rundir
+from core.config import ConfigError, LoadSettings, SuiteConfig, load_config, with_overrides
+from core.records import RECORD_FIELDS, RequestRecord
+from locustfiles.plan import Stage, build_plan, locate, total_duration_s
+
+log = logging.getLogger("llm.runtime")
+
+MSG_RECORDS = "llm_records"
+MSG_STAGE = "llm_stage"
+MSG_FLUSH = "llm_flush"
+FLUSH_INTERVAL_S = 1.0
+CPU_SATURATED_PERCENT = 90.0
+CPU_SATURATED_SECONDS = 3.0      # this many seconds above 90% marks the generator saturated
+FINAL_FLUSH_TIMEOUT_S = 20.0
+SUITE_VERSION = "0.1.0"
+
+LOAD_FIELDS = tuple(f.name for f in dataclasses.fields(LoadSettings))
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class StageTags:
+    """What a request is tagged with at send time."""
+
+    stage: int = -1
+    users: int = 0
+    phase: str = "manual"
+    rate_per_user: float = 0.0
+
+
+@dataclass
+class CpuTracker:
+    """Own-process CPU samples, to tell whether the load generator itself was the bottleneck."""
+
+    process: psutil.Process = field(default_factory=psutil.Process)
+    max_percent: float = 0.0
+    seconds_above: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.process.cpu_percent(None)  # the first reading is meaningless; start the window
+
+    def sample(self, interval_s: float) -> float:
+        percent = self.process.cpu_percent(None)
+        self.max_percent = max(self.max_percent, percent)
+        if percent >= CPU_SATURATED_PERCENT:
+            self.seconds_above += interval_s
+        return percent
+
+    def summary(self) -> dict[str, float]:
+        return {"max_cpu_percent": round(self.max_percent, 1),
+                "seconds_above_90": round(self.seconds_above, 1)}
+
+
+class RunWriter:
+    """Master/local side: writes the run directory as data arrives."""
+
+    def __init__(self, run_dir: Path, manifest: dict[str, Any]):
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.records = rundir.record_appender(run_dir)
+        self.stages = rundir.CsvAppender(run_dir / rundir.STAGES, rundir.STAGE_FIELDS)
+        self.manifest = manifest
+        self.cpu_by_process: dict[str, dict[str, float]] = {}
+        self.final_acks: set[str] = set()
+        self.capture: Any = None
+        rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+
+    def on_batch(self, data: dict[str, Any]) -> None:
+        if self.records.closed:
+            log.error("a batch of %d records arrived after the run was finalized",
+                      len(data.get("rows") or []))
+            return
+        rows = data.get("rows") or []
+        if rows:
+            self.records.write(dict(zip(RECORD_FIELDS, row)) for row in rows)
+        if data.get("cpu"):
+            self.cpu_by_process[data["worker"]] = data["cpu"]
+        if data.get("final"):
+            self.final_acks.add(data["worker"])
+
+    def write_stage(self, row: dict[str, Any]) -> None:
+        self.stages.write([row])
+
+    def load_generator_summary(self) -> dict[str, Any]:
+        processes = self.cpu_by_process
+        max_cpu = max((p["max_cpu_percent"] for p in processes.values()), default=0.0)
+        above = max((p["seconds_above_90"] for p in processes.values()), default=0.0)
+        return {"processes": processes, "max_cpu_percent": max_cpu, "seconds_above_90": above,
+                "saturated": above >= CPU_SATURATED_SECONDS}
+
+    def finalize(self, status: str, locust_requests: int) -> None:
+        if self.capture is not None:
+            self.capture.stop()
+            self.capture = None
+        self.manifest.update({
+            "status": status,
+            "end_unix": time.time(),
+            "records_written": self.records.rows_written,
+            "locust_requests": locust_requests,
+            "load_generator": self.load_generator_summary(),
+        })
+        rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, self.manifest)
+        self.records.close()
+        self.stages.close()
+
+
+class RunContext:
+    """Everything one Locust process needs about the run; created at Locust's init event."""
+
+    def __init__(self, environment: Any, config: SuiteConfig, options: Any):
+        self.environment = environment
+        self.config = config
+        self.load = config.load
+        self.plan: list[Stage] = build_plan(config.load)
+        self.repetition = int(getattr(options, "repetition", 0) or 0)
+        self.campaign = getattr(options, "campaign", "") or ""
+        self.worker = worker_id()
+        self.tags = StageTags()
+        self.buffer: list[list[Any]] = []
+        self.cpu = CpuTracker()
+        self.writer: RunWriter | None = None
+        self.run_id = ""
+        # shape state (master/local)
+        self._current: tuple[int, str] | None = None
+        self._stage_row: dict[str, Any] = {}
+        self._stopping_since: float | None = None
+        self._flush_sent = False
+
+    # ---- records (every process that runs users) ----
+
+    def new_record(self, endpoint_label: str, model: str, client: str) -> RequestRecord:
+        tags = self.tags
+        return RequestRecord(run_id=self.run_id, endpoint=endpoint_label, model=model,
+                             repetition=self.repetition, stage=tags.stage,
+                             stage_users=tags.users, phase=tags.phase, worker=self.worker,
+                             client=client)
+
+    def add(self, record: RequestRecord) -> None:
+        self.buffer.append([getattr(record, name) for name in RECORD_FIELDS])
+
+    def flush(self, final: bool = False) -> None:
+        rows, self.buffer = self.buffer, []
+        runner = self.environment.runner
+        if runner is None:
+            return
+        runner.send_message(MSG_RECORDS, {"worker": self.worker, "rows": rows,
+                                          "cpu": self.cpu.summary(), "final": final})
+
+    def flusher(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            self.cpu.sample(FLUSH_INTERVAL_S)
+            try:
+                self.flush()
+            except Exception:  # a lost batch must not stop the next ones
+                log.exception("could not send a batch of records")
+
+    # ---- stage tags ----
+
+    def broadcast(self, tags: StageTags) -> None:
+        runner = self.environment.runner
+        runner.send_message(MSG_STAGE, dataclasses.asdict(tags))
+
+    def on_stage_message(self, data: dict[str, Any]) -> None:
+        self.tags = StageTags(**data)
+
+    # ---- the shape (master/local) ----
+
+    def generators(self, runner: Any) -> int:
+        """Open loop: one generator user per worker process (one in a local run)."""
+        if isinstance(runner, MasterRunner):
+            return max(1, runner.worker_count)
+        return 1
+
+    def shape_tick(self, runner: Any, elapsed_s: float) -> tuple[int, float] | None:
+        where = locate(self.plan, elapsed_s)
+        now = time.time()
+        if where is not None:
+            stage, phase = where
+            if self._current is None or self._current[0] != stage.index:
+                self._close_stage(now)
+                self._stage_row = {"stage": stage.index, "users": stage.users,
+                                   "rate": stage.rate, "ramp_unix": now}
+            if self._current != (stage.index, phase):
+                self._mark_phases(stage, phase, now)
+                self._current = (stage.index, phase)
+            return self._stage_load(runner, stage, phase)
+        return self._stopping(runner, now)
+
+    def _mark_phases(self, stage: Stage, phase: str, now: float) -> None:
+        order = ("ramp", "warmup", "steady", "drain")
+        for name in order[1:order.index(phase) + 1]:
+            self._stage_row.setdefault(f"{name}_unix", now)
+        log.info("stage %d/%d (%s) phase %s", stage.index + 1, len(self.plan),
+                 f"{stage.users} users" if stage.users else f"{stage.rate:g} req/s", phase)
+
+    def _stage_load(self, runner: Any, stage: Stage, phase: str) -> tuple[int, float]:
+        if self.load.mode == "closed":
+            users = stage.users
+            previous = self.plan[stage.index - 1].users if stage.index else 0
+            spawn_rate = (max(1.0, abs(users - previous) / stage.ramp_s) if stage.ramp_s > 0
+                          else float(max(users, 1)))
+            tags = StageTags(stage.index, users, phase, 0.0)
+        else:
+            users = self.generators(runner)
+            spawn_rate = float(users)
+            tags = StageTags(stage.index, users, phase, stage.rate / users)
+        self.broadcast(tags)  # every tick: workers that (re)joined late catch up
+        return users, spawn_rate
+
+    def _close_stage(self, now: float) -> None:
+        if self._stage_row and self.writer is not None:
+            row = dict(self._stage_row)
+            for name in ("warmup_unix", "steady_unix", "drain_unix"):
+                row.setdefault(name, now)
+            row["end_unix"] = now
+            self.writer.write_stage(row)
+        self._stage_row = {}
+
+    def _stopping(self, runner: Any, now: float) -> tuple[int, float] | None:
+        """After the last stage: stop users, collect every record, then end the run."""
+        if self._stopping_since is None:
+            self._close_stage(now)
+            self._stopping_since = now
+            self._current = (-1, "drain")
+            self.broadcast(StageTags(len(self.plan) - 1, 0, "drain", 0.0))
+            log.info("plan complete: stopping users and collecting the last records")
+            return 0, 100.0
+        if runner.user_count > 0 and now - self._stopping_since < FINAL_FLUSH_TIMEOUT_S:
+            return 0, 100.0
+        if not self._flush_sent:
+            self._flush_sent = True
+            runner.send_message(MSG_FLUSH, {})
+            return 0, 100.0
+        writer = self.writer
+        expected = self.generators(runner) if isinstance(runner, MasterRunner) else 1
+        complete = writer is not None and len(writer.final_acks) >= expected
+        counted = locust_chat_requests(self.environment)
+        in_sync = writer is None or counted == writer.records.rows_written
+        if (complete and in_sync) or now - self._stopping_since > FINAL_FLUSH_TIMEOUT_S:
+            if not (complete and in_sync):
+                log.warning("ending with %s of %d final record batches and %d records for %d "
+                            "Locust requests", len(writer.final_acks) if writer else 0,
+                            expected, writer.records.rows_written if writer else 0, counted)
+            return None
+        return 0, 100.0
+
+    def manual_tags_loop(self) -> None:
+        """Without a load shape (web UI), tag records with the current user count."""
+        runner = self.environment.runner
+        while True:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            if self.environment.shape_class is None:
+                self.broadcast(StageTags(-1, runner.user_count, "manual", 0.0))
+
+
+def locust_chat_requests(environment: Any) -> int:
+    """Requests Locust counted for the CHAT event (failures included)."""
+    return sum(entry.num_requests for (name, method), entry in environment.stats.entries.items()
+               if method == "CHAT")
+
+
+_context: RunContext | None = None
+
+
+def context() -> RunContext:
+    if _context is None:
+        raise RuntimeError("the run context exists only after Locust's init event")
+    return _context
+
+
+# ---- command line ----
+
+def _csv_of(kind: type):
+    def parse(text: str):
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"expected a comma-separated list, got {text!r}") from None
+    return parse
+
+
+def add_arguments(parser: Any) -> None:
+    """One flag per setting of [load], plus the run's identity. Unset flags keep the file's value."""
+    group = parser.add_argument_group("LLM load suite")
+    group.add_argument("--endpoints-file", default=None, env_var="LOCUST_ENDPOINTS_FILE",
+                       help="endpoints/load config (TOML or JSON); default endpoints.toml")
+    group.add_argument("--run-dir", default=None,
+                       help="run directory to write (default results/<time>-<classes>)")
+    group.add_argument("--campaign", default="", help="campaign id (set by make loadtest)")
+    group.add_argument("--repetition", type=int, default=0, help="repetition number")
+    kinds = {"stages": _csv_of(int), "rates": _csv_of(float)}
+    defaults = LoadSettings()
+    for name in LOAD_FIELDS:
+        if name == "repetitions":
+            continue
+        default = getattr(defaults, name)
+        kind = kinds.get(name) or type(default)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"load_{name}", type=kind,
+                           default=None, help=f"[load] {name} (config default: {default})")
+
+
+def config_from_options(options: Any) -> SuiteConfig:
+    config = load_config(getattr(options, "endpoints_file", None))
+    overrides = {name: getattr(options, f"load_{name}", None) for name in LOAD_FIELDS
+                 if name != "repetitions"}
+    return with_overrides(config, **overrides)
+
+
+# ---- listeners ----
+
+def _manifest(ctx: RunContext, environment: Any, run_dir: Path) -> dict[str, Any]:
+    import locust
+
+    labels = sorted({cls.endpoint_label for cls in environment.user_classes
+                     if getattr(cls, "endpoint_label", None)})
+    return {
+        "schema_version": rundir.SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "campaign": ctx.campaign,
+        "repetition": ctx.repetition,
+        "endpoints": labels,
+        "user_classes": [cls.__name__ for cls in environment.user_classes],
+        "status": "running",
+        "start_unix": time.time(),
+        "end_unix": None,
+        "config": ctx.config.to_public_dict(),
+        "plan": [dataclasses.asdict(s) for s in ctx.plan],
+        "planned_duration_s": total_duration_s(ctx.plan),
+        "mode": "shape" if environment.shape_class is not None else "manual",
+        "versions": {"suite": SUITE_VERSION, "locust": locust.__version__,
+                     "python": platform.python_version()},
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                 "cpu_count": os.cpu_count(),
+                 "memory_bytes": psutil.virtual_memory().total},
+        "command": [a for a in sys.argv],
+        "records_written": 0,
+        "locust_requests": 0,
+    }
+
+
+def _default_run_dir(environment: Any) -> Path:
+    names = "-".join(sorted(getattr(c, "endpoint_label", c.__name__)
+                            for c in environment.user_classes)) or "run"
+    return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{names}"
+
+
+def exclude_ttft_from_aggregated(environment: Any) -> None:
+    """Keep the "Aggregated" row about requests: TTFT events go to their own rows only.
+
+    Each request fires two events (CHAT with E2E, TTFT); counted both in Aggregated, its
+    req/s would double and its percentiles would mix two different quantities.
+    """
+    stats = environment.stats
+    original = stats.log_request
+
+    def log_request(method: str, name: str, response_time: float, content_length: int) -> None:
+        if method == "TTFT":
+            stats.get(name, method).log(response_time, content_length)
+        else:
+            original(method, name, response_time, content_length)
+
+    stats.log_request = log_request
+
+
+def on_init(environment: Any, **_kwargs: Any) -> None:
+    global _context
+    options = environment.parsed_options
+    try:
+        config = config_from_options(options)
+    except (ConfigError, ValueError) as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"error: {exc}\n")
+        os._exit(2)
+    ctx = RunContext(environment, config, options)
+    _context = ctx
+    exclude_ttft_from_aggregated(environment)
+    runner = environment.runner
+    if runner is None:
+        return
+    runner.register_message(MSG_STAGE, lambda environment, msg, **kw: ctx.on_stage_message(msg.data))
+    if isinstance(runner, (MasterRunner, LocalRunner)):
+        run_dir = Path(options.run_dir) if options.run_dir else _default_run_dir(environment)
+        ctx.run_id = run_dir.name
+        ctx.writer = RunWriter(run_dir, _manifest(ctx, environment, run_dir))
+        runner.register_message(MSG_RECORDS,
+                                lambda environment, msg, **kw: ctx.writer.on_batch(msg.data))
+        ctx.writer.capture = _start_capture(ctx, environment, run_dir)
+        gevent.spawn(ctx.manual_tags_loop)
+        log.info("writing the run directory %s", run_dir)
+    if isinstance(runner, MasterRunner):
+        master_cpu = CpuTracker()
+
+        def sample_master() -> None:
+            while True:
+                gevent.sleep(FLUSH_INTERVAL_S)
+                master_cpu.sample(FLUSH_INTERVAL_S)
+                ctx.writer.cpu_by_process[f"{ctx.worker} (master)"] = master_cpu.summary()
+
+        gevent.spawn(sample_master)
+    if isinstance(runner, (WorkerRunner, LocalRunner)):
+        runner.register_message(MSG_FLUSH, lambda environment, msg, **kw: ctx.flush(final=True))
+        gevent.spawn(ctx.flusher)
+
+
+def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> Any:
+    labels = {getattr(c, "endpoint_label", None) for c in environment.user_classes}
+    targets = []
+    try:
+        from analysis.capture import MetricsCapture, ScrapeTarget
+    except ImportError as exc:
+        log.warning("metric capture unavailable (%s): the report will lack server metrics", exc)
+        return None
+    for ep in ctx.config.endpoints:
+        if ep.label not in labels:
+            continue
+        if ep.exporter_url:
+            targets.append(ScrapeTarget(ep.label, "exporter", ep.exporter_url))
+        if ep.metrics_url:
+            targets.append(ScrapeTarget(ep.label, "server", ep.metrics_url))
+    if not targets:
+        return None
+    capture = MetricsCapture(targets, run_dir / rundir.METRICS, interval_s=1.0)
+    capture.start()
+    return capture
+
+
+def on_test_stop(environment: Any, **_kwargs: Any) -> None:
+    ctx = _context
+    if ctx is None:
+        return
+    runner = environment.runner
+    if isinstance(runner, (WorkerRunner, LocalRunner)):
+        ctx.flush(final=True)
+
+
+def on_quitting(environment: Any, **_kwargs: Any) -> None:
+    ctx = _context
+    if ctx is None or ctx.writer is None:
+        return
+    runner = environment.runner
+    if isinstance(runner, LocalRunner) and ctx.buffer:
+        ctx.flush(final=True)
+    ctx.writer.finalize("complete", locust_chat_requests(environment))
+    log.info("run directory complete: %s (%d records)", ctx.writer.run_dir,
+             ctx.writer.records.rows_written)
+
+
+def install(events: Any) -> None:
+    events.init_command_line_parser.add_listener(add_arguments)
+    events.init.add_listener(on_init)
+    events.test_stop.add_listener(on_test_stop)
+    events.quitting.add_listener(on_quitting)

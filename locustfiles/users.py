@@ -1,0 +1,170 @@
+"""The locustfile: one streaming chat user class per configured endpoint.
+
+Run it with Locust directly (``make ui``) or through ``make loadtest``. Classes are made from
+the endpoints file at import time, because Locust needs its user classes before it parses the
+command line: the file comes from ``--endpoints-file``, ``$LOCUST_ENDPOINTS_FILE`` or
+``endpoints.toml``. Closed loop: ``Chat_<label>`` users send one request after another.
+Open loop (``--mode open``): ``OpenLoop_<label>`` users send Poisson arrivals.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+import time
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+from locust import User, events, task
+from locust.exception import StopUser
+
+from core.config import ConfigError, load_config
+from core.records import RequestRecord
+from locustfiles import runtime
+from locustfiles.clients import ChatClient, chat_body, make_client
+from locustfiles.prompts import (ConfigPromptError, file_prompts, load_prompts_file,
+                                 prompt_words_for, synthetic_prompts)
+
+runtime.install(events)
+
+
+class RequestFailed(Exception):
+    """A failed request as Locust's stats show it: the stable category (and HTTP status)."""
+
+
+def report(environment: Any, record: RequestRecord) -> None:
+    """Send the record home and fire the Locust events for it."""
+    runtime.context().add(record)
+    failure = None
+    if not record.ok:
+        status = f" (HTTP {record.http_status})" if record.error_category.startswith("http_") else ""
+        failure = RequestFailed(f"{record.error_category}{status}")
+    tokens = record.output_tokens
+    environment.events.request.fire(
+        request_type="CHAT", name=record.endpoint, response_time=record.e2e_s * 1000.0,
+        response_length=int(tokens) if tokens == tokens else 0, exception=failure, context={})
+    if record.ok and record.ttft_s == record.ttft_s:
+        environment.events.request.fire(
+            request_type="TTFT", name=record.endpoint, response_time=record.ttft_s * 1000.0,
+            response_length=0, exception=None, context={})
+
+
+class ChatUser(User):
+    """Streams chat completions to one endpoint, back to back (closed loop)."""
+
+    abstract = True
+    endpoint_label = ""
+    _instances = 0
+
+    def on_start(self) -> None:
+        ctx = runtime.context()
+        self.endpoint = ctx.config.endpoint(self.endpoint_label)
+        self.client_kind = ctx.load.client
+        type(self)._instances += 1
+        runner = self.environment.runner
+        stream = f"{getattr(runner, 'worker_index', 0)}-{type(self)._instances}"
+        self.rng = random.Random(f"{ctx.load.prompt_seed}/arrivals/{stream}")
+        load = ctx.load
+        try:
+            if load.prompts_file:
+                self.prompts = file_prompts(load_prompts_file(load.prompts_file),
+                                            load.prompt_seed, stream)
+            else:
+                words = load.prompt_words or prompt_words_for(load.input_tokens)
+                self.prompts = synthetic_prompts(load.prompt_seed, stream, words)
+        except ConfigPromptError as exc:
+            runtime.log.error("%s", exc)
+            raise StopUser() from exc
+        self._idle: list[ChatClient] = []
+
+    def on_stop(self) -> None:
+        for client in self._idle:
+            client.close()
+        self._idle.clear()
+
+    def send(self, messages: list[dict[str, Any]], scheduled_unix: float | None = None) -> None:
+        ctx = runtime.context()
+        client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
+        record = ctx.new_record(self.endpoint.label, self.endpoint.model, client.name)
+        try:
+            client.stream_chat(chat_body(self.endpoint, messages), record)
+        finally:  # an interrupted stream (GreenletExit) is recorded too
+            if scheduled_unix is not None:
+                record.scheduled_unix = scheduled_unix
+                record.send_lag_s = record.start_unix - scheduled_unix
+            report(self.environment, record)
+            self._idle.append(client)
+
+    @task
+    def chat(self) -> None:
+        self.send(next(self.prompts))
+
+
+class OpenLoopUser(ChatUser):
+    """Sends requests at Poisson arrival times, whether or not earlier ones finished.
+
+    The rate comes from the stage tags (the stage's rate divided among generator users). A send
+    that cannot start on time (the in-flight cap is reached) starts late, and its lag is
+    recorded: overload shows as latency and lag, not as fewer requests.
+    """
+
+    abstract = True
+
+    @task
+    def generate(self) -> None:
+        ctx = runtime.context()
+        self._pool = pool = Pool(ctx.load.max_in_flight)
+        next_at = time.time()
+        while True:
+            rate = ctx.tags.rate_per_user
+            if rate <= 0 or ctx.tags.users == 0:
+                gevent.sleep(0.05)
+                next_at = time.time()
+                continue
+            next_at += self.rng.expovariate(rate)
+            delay = next_at - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            pool.wait_available()
+            pool.spawn(self.send, next(self.prompts), next_at)
+
+    def on_stop(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.kill(block=True, timeout=5)
+        super().on_stop()
+
+
+def _peek_option(name: str) -> str | None:
+    """A command-line option's value before Locust parses the command line."""
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _make_user_classes() -> dict[str, type]:
+    path = _peek_option("--endpoints-file") or os.environ.get("LOCUST_ENDPOINTS_FILE")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    mode = _peek_option("--mode") or config.load.mode
+    base, prefix = (OpenLoopUser, "OpenLoop") if mode == "open" else (ChatUser, "Chat")
+    classes = {}
+    for ep in config.endpoints:
+        name = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', ep.label)}"
+        classes[name] = type(name, (base,), {
+            "endpoint_label": ep.label, "abstract": False, "_instances": 0,
+            "__doc__": f"Streams chat completions to endpoint {ep.label!r} ({ep.model})."})
+    return classes
+
+
+globals().update(_make_user_classes())
