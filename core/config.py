@@ -8,6 +8,7 @@ is read from the environment only when a request is built.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -92,6 +93,13 @@ class SuiteConfig:
     def to_public_dict(self) -> dict[str, Any]:
         """The config as plain data for manifests: env var names only, never key values."""
         return dataclasses.asdict(self)
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """The config in the file's own shape (loadable again with parse_config)."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        data["load"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["load"].items()}
+        return data
 
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
@@ -211,10 +219,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
     if not chosen.is_file():
         raise ConfigError(f"endpoints file {str(chosen)!r} not found; pass --endpoints-file PATH "
                           "(see endpoints.toml in the repository for the format)")
-    try:
-        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    text = chosen.read_text(encoding="utf-8")
+    if chosen.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid JSON: {exc}") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
     return parse_config(data, source=str(chosen))
 
 

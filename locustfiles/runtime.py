@@ -258,7 +258,8 @@ class RunContext:
             self.broadcast(StageTags(len(self.plan) - 1, 0, "drain", 0.0))
             log.info("plan complete: stopping users and collecting the last records")
             return 0, 100.0
-        if runner.user_count > 0 and now - self._stopping_since < FINAL_FLUSH_TIMEOUT_S:
+        limit = FINAL_FLUSH_TIMEOUT_S + float(self.environment.stop_timeout or 0)
+        if runner.user_count > 0 and now - self._stopping_since < limit:
             return 0, 100.0
         if not self._flush_sent:
             self._flush_sent = True
@@ -269,7 +270,7 @@ class RunContext:
         complete = writer is not None and len(writer.final_acks) >= expected
         counted = locust_chat_requests(self.environment)
         in_sync = writer is None or counted == writer.records.rows_written
-        if (complete and in_sync) or now - self._stopping_since > FINAL_FLUSH_TIMEOUT_S:
+        if (complete and in_sync) or now - self._stopping_since > limit:
             if not (complete and in_sync):
                 log.warning("ending with %s of %d final record batches and %d records for %d "
                             "Locust requests", len(writer.final_acks) if writer else 0,

@@ -1,0 +1,332 @@
+"""``make loadtest``: preflight, then the sweep against each endpoint, repeated, then the report.
+
+Endpoints alternate (A, B, A, B, ...) so slow drift (thermal, noisy neighbours) hits both
+alike. Each (repetition, endpoint) is one headless Locust run with its own run directory:
+
+    results/<time>-<label>/
+        campaign.json            what was run, in which order, and how each run ended
+        endpoints.json           the resolved config (overrides applied; no secrets)
+        runs/r01-A/ ...          run directories (see core.rundir)
+        report/                  the comparison report (python -m analysis)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core import rundir
+from core.config import ConfigError, LoadSettings, SuiteConfig, load_config, with_overrides
+from locustfiles.plan import build_plan, locate, total_duration_s
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILES = f"{ROOT / 'locustfiles' / 'users.py'},{ROOT / 'locustfiles' / 'sweep.py'}"
+PROGRESS_EVERY_S = 5.0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        label, sep, rest = value.partition("=")
+        if not sep or not label or not rest:
+            raise ConfigError(f"{flag} {value!r}: write LABEL=VALUE")
+        out[label] = rest
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llm-loadtest",
+        description="Sweep every configured endpoint headless (repeated, alternating), "
+                    "then build the comparison report.")
+    p.add_argument("--endpoints-file", default=None,
+                   help="endpoints/load config (default: endpoints.toml)")
+    p.add_argument("--endpoint", action="append", default=[],
+                   help="run only this endpoint label (repeatable)")
+    p.add_argument("--url", action="append", default=[], metavar="LABEL=URL",
+                   help="override an endpoint's base_url")
+    p.add_argument("--model", action="append", default=[], metavar="LABEL=NAME",
+                   help="override an endpoint's model")
+    p.add_argument("--a-url", help="override the FIRST endpoint's base_url")
+    p.add_argument("--b-url", help="override the SECOND endpoint's base_url")
+    p.add_argument("--a-model", help="override the FIRST endpoint's model")
+    p.add_argument("--b-model", help="override the SECOND endpoint's model")
+    p.add_argument("--label", default="compare", help="name of the results folder")
+    p.add_argument("--results-dir", default="results", help="where results folders go")
+    p.add_argument("--workers", type=int, default=0,
+                   help="Locust worker processes per run (0: one local process)")
+    p.add_argument("--stop-timeout", type=float, default=30.0,
+                   help="seconds in-flight streams get to finish when a run ends")
+    p.add_argument("--no-preflight", action="store_true", help="skip the endpoint checks")
+    p.add_argument("--no-report", action="store_true", help="do not build the report")
+    p.add_argument("--report-args", default="", help="extra arguments for python -m analysis")
+    load = p.add_argument_group("load settings (override [load] in the endpoints file)")
+    for f in dataclasses.fields(LoadSettings):
+        flag = f"--{f.name.replace('_', '-')}"
+        default = f.default
+        if isinstance(default, tuple):
+            kind = str
+        else:
+            kind = type(default)
+        load.add_argument(flag, dest=f"load_{f.name}", type=kind, default=None,
+                          help=f"(file default: {default})")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> SuiteConfig:
+    config = load_config(args.endpoints_file)
+    urls = _pairs(args.url, "--url")
+    models = _pairs(args.model, "--model")
+    for index, (url, model) in enumerate(((args.a_url, args.a_model), (args.b_url, args.b_model))):
+        if (url or model) and index >= len(config.endpoints):
+            raise ConfigError(f"the config has {len(config.endpoints)} endpoint(s); there is no "
+                              f"{'AB'[index]} (endpoint #{index + 1}) to override")
+        if url:
+            urls[config.endpoints[index].label] = url
+        if model:
+            models[config.endpoints[index].label] = model
+    load: dict[str, Any] = {}
+    for f in dataclasses.fields(LoadSettings):
+        value = getattr(args, f"load_{f.name}")
+        if value is None:
+            continue
+        if isinstance(f.default, tuple):
+            kind = int if f.name == "stages" else float
+            try:
+                value = tuple(kind(x) for x in value.split(",") if x.strip())
+            except ValueError:
+                raise ConfigError(f"--{f.name}: expected numbers separated by commas, "
+                                  f"got {value!r}") from None
+        load[f.name] = value
+    config = with_overrides(config, urls=urls, models=models, **load)
+    if args.endpoint:
+        keep = [config.endpoint(label) for label in args.endpoint]
+        config = dataclasses.replace(config, endpoints=tuple(keep))
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def locust_commands(config_path: Path, run_dir: Path, class_name: str, repetition: int,
+                    campaign: str, workers: int, stop_timeout: float) -> list[list[str]]:
+    """The Locust command lines of one run: [master-or-local] + workers."""
+    base = [sys.executable, "-m", "locust", "-f", LOCUSTFILES,
+            "--endpoints-file", str(config_path)]
+    main = base + ["--headless", "--run-dir", str(run_dir), "--repetition", str(repetition),
+                   "--campaign", campaign,
+                   "--csv", str(run_dir / rundir.LOCUST_CSV_PREFIX), "--csv-full-history",
+                   "--json-file", str(run_dir / rundir.LOCUST_JSON),
+                   "--logfile", str(run_dir / rundir.LOCUST_LOG),
+                   "--stop-timeout", f"{stop_timeout:g}", "--only-summary", class_name]
+    if workers <= 0:
+        return [main]
+    port = _free_port()
+    main[main.index("--headless"):main.index("--headless")] = [
+        "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+        "--expect-workers", str(workers)]
+    worker = base + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                     class_name]
+    return [main] + [list(worker) for _ in range(workers)]
+
+
+def _count_lines(path: Path, state: dict[str, int]) -> int:
+    """Records written so far (reads only what was appended since the last call)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(state.get("offset", 0))
+            data = fh.read()
+    except FileNotFoundError:
+        return 0
+    state["offset"] = state.get("offset", 0) + len(data)
+    state["lines"] = state.get("lines", 0) + data.count(b"\n")
+    return max(0, state["lines"] - 1)
+
+
+def run_one(commands: list[list[str]], run_dir: Path, config: SuiteConfig, title: str,
+            deadline_s: float) -> int:
+    """Start the Locust processes of one run, show progress, return the main exit code."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = open(run_dir / "locust.stdout", "w")
+    procs = []
+    # workers first, so the master finds them; each in its own process group for clean stops
+    for cmd in commands[1:] + commands[:1]:
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=ROOT))
+    main = procs[-1]
+    plan = build_plan(config.load)
+    total = total_duration_s(plan)
+    started = time.time()
+    state: dict[str, int] = {}
+    next_progress = started + PROGRESS_EVERY_S
+    try:
+        while main.poll() is None:
+            time.sleep(0.5)
+            now = time.time()
+            if now - started > deadline_s:
+                print(f"  {title}: still running {deadline_s:.0f}s after start; stopping it",
+                      flush=True)
+                _stop(procs)
+                break
+            if now >= next_progress:
+                next_progress = now + PROGRESS_EVERY_S
+                elapsed = now - started
+                where = locate(plan, elapsed)
+                stage = (f"stage {where[0].index + 1}/{len(plan)} "
+                         f"({where[0].users or where[0].rate} {'users' if where[0].users else 'req/s'}) "
+                         f"{where[1]}" if where else "finishing")
+                done = _count_lines(run_dir / rundir.RECORDS, state)
+                print(f"  {title}: {elapsed:4.0f}s/{total:.0f}s {stage}, {done} requests recorded",
+                      flush=True)
+    except KeyboardInterrupt:
+        print(f"\n  {title}: interrupted; stopping Locust (records so far are kept)", flush=True)
+        _stop(procs)
+        raise
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _stop([proc], sig=signal.SIGKILL)
+        out.close()
+    return main.returncode
+
+
+def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGINT) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    load = config.load
+
+    if not args.no_preflight:
+        from locustfiles.preflight import PreflightError, check_endpoint, prompt_words
+
+        print("preflight: checking each endpoint", flush=True)
+        results = []
+        try:
+            for ep in config.endpoints:
+                result = check_endpoint(ep)
+                results.append(result)
+                print(f"  {ep.label}: {ep.base_url} model {ep.model}: {result.summary()}",
+                      flush=True)
+                for note in result.notes:
+                    print(f"    note: {note}", flush=True)
+        except PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        if not load.prompt_words and not load.prompts_file:
+            words = prompt_words(results, load.input_tokens)
+            config = dataclasses.replace(config, load=dataclasses.replace(load, prompt_words=words))
+            load = config.load
+            print(f"  synthetic prompts: {words} words for about {load.input_tokens} tokens",
+                  flush=True)
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    campaign_dir = Path(args.results_dir) / f"{stamp}-{args.label}"
+    runs_dir = campaign_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    config_path = campaign_dir / "endpoints.json"
+    rundir.write_json_atomic(config_path, config.to_file_dict())
+
+    prefix = "OpenLoop" if load.mode == "open" else "Chat"
+    order = [(rep, ep) for rep in range(1, load.repetitions + 1) for ep in config.endpoints]
+    per_run = total_duration_s(build_plan(load)) + args.stop_timeout + 30
+    print(f"campaign {campaign_dir}: {len(order)} runs of about {per_run - 30:.0f}s "
+          f"({len(config.endpoints)} endpoints x {load.repetitions} repetitions, alternating)",
+          flush=True)
+    summary: dict[str, Any] = {"campaign": campaign_dir.name, "started_unix": time.time(),
+                               "order": [], "config": config.to_public_dict()}
+    failed = 0
+    interrupted = False
+    for number, (rep, ep) in enumerate(order, 1):
+        class_name = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', ep.label)}"
+        run_dir = runs_dir / f"r{rep:02d}-{ep.label}"
+        title = f"run {number}/{len(order)} [{ep.label} rep {rep}]"
+        print(f"{title}: starting -> {run_dir}", flush=True)
+        commands = locust_commands(config_path, run_dir, class_name, rep, campaign_dir.name,
+                                   args.workers, args.stop_timeout)
+        entry = {"run_dir": str(run_dir.relative_to(campaign_dir)), "endpoint": ep.label,
+                 "repetition": rep}
+        try:
+            code = run_one(commands, run_dir, config, title, deadline_s=per_run + 60)
+        except KeyboardInterrupt:
+            entry["status"] = "interrupted"
+            summary["order"].append(entry)
+            interrupted = True
+            break
+        entry["exit_code"] = code
+        entry["status"] = "complete" if code == 0 else "failed"
+        summary["order"].append(entry)
+        if code != 0:
+            failed += 1
+            print(f"{title}: Locust exited with code {code}; last lines of its log:\n"
+                  f"{_tail(run_dir / rundir.LOCUST_LOG)}\n{_tail(run_dir / 'locust.stdout', 10)}",
+                  file=sys.stderr, flush=True)
+        else:
+            try:
+                m = rundir.read_manifest(run_dir)
+                lg = m.get("load_generator", {})
+                warn = " WARNING: load generator saturated" if lg.get("saturated") else ""
+                print(f"{title}: done, {m.get('records_written')} records "
+                      f"(Locust counted {m.get('locust_requests')}), "
+                      f"generator CPU max {lg.get('max_cpu_percent', 0):.0f}%{warn}", flush=True)
+            except (OSError, ValueError) as exc:
+                print(f"{title}: done, but its manifest is unreadable: {exc}", flush=True)
+    summary["ended_unix"] = time.time()
+    rundir.write_json_atomic(campaign_dir / "campaign.json", summary)
+
+    report_code = 0
+    if not args.no_report and any(e.get("status") == "complete" for e in summary["order"]):
+        report_code = build_report(campaign_dir, args.report_args)
+    print(f"results: {campaign_dir}", flush=True)
+    if interrupted:
+        return 130
+    return 1 if failed or report_code else 0
+
+
+def build_report(campaign_dir: Path, extra: str = "") -> int:
+    try:
+        import analysis.__main__  # noqa: F401
+    except ImportError:
+        print("report: the analysis package is not available; skipping", file=sys.stderr)
+        return 0
+    cmd = [sys.executable, "-m", "analysis", str(campaign_dir / "runs"),
+           "--out", str(campaign_dir / "report")] + extra.split()
+    print("report: building", flush=True)
+    return subprocess.call(cmd, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Check each endpoint before any load, with the openai SDK, and say exactly what is wrong.
+
+Per endpoint: the models list answers and serves the configured model; one short streamed
+chat returns tokens; whether usage and reasoning come back; and how many prompt tokens a
+synthetic prompt word costs there (to size prompts to the target input length).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import Endpoint, redact
+from locustfiles.clients import chat_body
+from locustfiles.prompts import WORDS_PER_TOKEN, synthetic_prompt
+
+
+class PreflightError(RuntimeError):
+    """An endpoint cannot be load-tested; the message names it and what to do."""
+
+
+@dataclass
+class PreflightResult:
+    label: str
+    models: list[str] = field(default_factory=list)
+    streamed_chunks: int = 0
+    usage: bool = False
+    reasoning: bool = False
+    tokens_per_word: float | None = None
+    template_tokens: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.streamed_chunks} chunks streamed",
+                 "usage: yes" if self.usage else "usage: NO (token counts from chunks)",
+                 "reasoning: yes" if self.reasoning else "reasoning: no"]
+        if self.tokens_per_word:
+            parts.append(f"{self.tokens_per_word:.2f} prompt tokens/word")
+        return ", ".join(parts)
+
+
+def _describe(exc: Exception, ep: Endpoint) -> str:
+    import openai
+
+    where = f"endpoint {ep.label!r} ({ep.base_url})"
+    if isinstance(exc, openai.AuthenticationError) or isinstance(exc, openai.PermissionDeniedError):
+        if ep.api_key_env and not ep.api_key():
+            hint = f"${ep.api_key_env} is not set: export the key in it"
+        elif ep.api_key_env:
+            hint = f"check the key in ${ep.api_key_env}"
+        else:
+            hint = "set api_key_env in the endpoints file and export the key in that variable"
+        return f"{where}: the server refused the API key (HTTP {exc.status_code}); {hint}"
+    if isinstance(exc, openai.NotFoundError):
+        return (f"{where}: HTTP 404 ({exc.message}); check base_url (it usually ends in /v1) "
+                "and the model name")
+    if isinstance(exc, openai.APIStatusError):
+        return f"{where}: HTTP {exc.status_code}: {exc.message}"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"{where}: timed out; is the server overloaded or still starting?"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        text = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        if "refused" in text.lower():
+            return (f"{where}: connection refused: nothing listens there; start the server "
+                    "or fix base_url")
+        return f"{where}: cannot connect ({text}); check base_url and that the server runs"
+    if isinstance(exc, openai.APIError):
+        return f"{where}: the server's stream carried an error: {exc.message}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _stream(client: Any, ep: Endpoint, text: str, max_tokens: int) -> dict[str, Any]:
+    body = chat_body(ep, [{"role": "user", "content": text}])
+    body["max_tokens"] = max_tokens
+    known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
+    extra = {k: v for k, v in body.items() if k not in known}
+    stream = client.chat.completions.create(**{k: body[k] for k in known}, extra_body=extra)
+    seen = {"chunks": 0, "reasoning": False, "usage": None}
+    for chunk in stream:
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content",
+                                                                      None)
+            if delta.content or reasoning:
+                seen["chunks"] += 1
+            if reasoning:
+                seen["reasoning"] = True
+        if chunk.usage is not None:
+            seen["usage"] = chunk.usage
+    return seen
+
+
+def check_endpoint(ep: Endpoint, timeout_s: float = 30.0) -> PreflightResult:
+    """Raise PreflightError with a clear message, or return what the endpoint supports."""
+    import openai
+
+    result = PreflightResult(ep.label)
+    secrets = [ep.api_key()] if ep.api_key() else []
+    client = openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key() or "EMPTY", max_retries=0,
+                           timeout=openai.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
+    try:
+        try:
+            result.models = [m.id for m in client.models.list()]
+        except Exception as exc:
+            raise PreflightError(redact(_describe(exc, ep), secrets)) from None
+        if ep.model not in result.models:
+            raise PreflightError(f"endpoint {ep.label!r}: model {ep.model!r} is not served there; "
+                                 f"it serves: {', '.join(result.models) or '(none)'}")
+        rng = random.Random(0)
+        short_words, long_words = 8, 48
+        try:
+            short = _stream(client, ep, synthetic_prompt(rng, short_words), 8)
+            long = _stream(client, ep, synthetic_prompt(rng, long_words), 1)
+        except Exception as exc:
+            raise PreflightError(redact(_describe(exc, ep), secrets)) from None
+        result.streamed_chunks = short["chunks"]
+        if short["chunks"] == 0:
+            raise PreflightError(f"endpoint {ep.label!r}: the streamed chat returned no tokens; "
+                                 "is it an OpenAI-compatible chat server that streams?")
+        result.reasoning = bool(short["reasoning"])
+        result.usage = short["usage"] is not None
+        if result.usage and long["usage"] is not None:
+            slope = (long["usage"].prompt_tokens - short["usage"].prompt_tokens) / (
+                long_words - short_words)
+            if slope > 0:
+                result.tokens_per_word = slope
+                result.template_tokens = short["usage"].prompt_tokens - slope * short_words
+        if not result.usage:
+            result.notes.append("no usage in the stream: output tokens will be counted from "
+                                "chunks and the report will say so")
+    finally:
+        client.close()
+    return result
+
+
+def prompt_words(results: list[PreflightResult], input_tokens: int) -> int:
+    """Words per synthetic prompt so the prompt lands near input_tokens on these endpoints.
+
+    One figure for all endpoints (the mean of their calibrations), so every endpoint answers
+    the same prompts.
+    """
+    sizes = []
+    for r in results:
+        if r.tokens_per_word and r.template_tokens is not None:
+            sizes.append(max(1.0, (input_tokens - r.template_tokens) / r.tokens_per_word))
+    if not sizes:
+        return max(1, round(input_tokens * WORDS_PER_TOKEN))
+    return max(1, round(sum(sizes) / len(sizes)))

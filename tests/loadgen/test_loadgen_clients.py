@@ -1,0 +1,161 @@
+"""Both HTTP clients against the stub server: every failure gets its stable category."""
+
+import math
+import socket
+
+import pytest
+
+from core.config import Endpoint, RequestSettings
+from core.records import ERROR_CATEGORIES, RequestRecord
+from locustfiles.clients import FastClient, OpenAIClient, chat_body
+
+CLIENTS = [FastClient, OpenAIClient]
+
+
+def endpoint(url, model="stub-model", read_timeout=5.0, key_env="", **extra):
+    return Endpoint(label="A", base_url=url, model=model, api_key_env=key_env, extra_body=extra,
+                    request=RequestSettings(max_tokens=12, read_timeout_s=read_timeout,
+                                            connect_timeout_s=1.0))
+
+
+def send(client_cls, ep):
+    client = client_cls(ep)
+    try:
+        body = chat_body(ep, [{"role": "user", "content": "hello there"}])
+        return client.stream_chat(body, RequestRecord())
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def url(stub):
+    return stub(ttft_ms=20, itl_ms=2, reasoning_tokens=4)
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+def test_good_stream_with_reasoning(client_cls, url):
+    r = send(client_cls, endpoint(url, chat_template_kwargs={"enable_thinking": True}))
+    assert r.ok, r.error_message
+    assert r.http_status == 200
+    assert r.output_tokens == 12 and r.reasoning_tokens == 4 and r.answer_tokens == 8
+    assert r.tokens_from_usage and r.chunks == 12
+    assert 0.015 < r.ttft_s < 0.2 and r.ttfat_s > r.ttft_s and r.e2e_s > r.ttfat_s
+    assert r.tpot_s > 0 and r.itl_max_s >= r.itl_p50_s > 0
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+@pytest.mark.parametrize("fault, category, text", [
+    ("http_500", "http_5xx", "injected internal error"),
+    ("http_429", "http_4xx", "HTTP 429"),
+    ("stream_error", "stream_error", "engine failed"),
+    ("malformed", "malformed_chunk", "not JSON"),
+    ("reset", "connection_reset", ""),
+])
+def test_fault_categories(client_cls, url, fault, category, text):
+    r = send(client_cls, endpoint(url, stub_fault=fault))
+    assert not r.ok
+    assert r.error_category == category, r.error_message
+    assert text in r.error_message
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+def test_unknown_model_keeps_the_server_message(client_cls, url):
+    r = send(client_cls, endpoint(url, model="nope"))
+    assert r.error_category == "http_4xx" and r.http_status == 404
+    assert "does not exist" in r.error_message
+
+
+def test_truncated_stream_fast_client(url):
+    r = send(FastClient, endpoint(url, stub_fault="truncate"))
+    assert r.error_category == "stream_truncated"
+    assert r.chunks > 0 and r.ttft_s > 0
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+def test_read_timeout(client_cls, url):
+    r = send(client_cls, endpoint(url, read_timeout=0.5, stub_fault="stall", stub_stall_s=5))
+    assert r.error_category == "read_timeout"
+    assert 0.4 < r.e2e_s < 3
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+def test_connection_refused(client_cls):
+    r = send(client_cls, endpoint(f"http://127.0.0.1:{_free_port()}/v1"))
+    assert r.error_category == "connection_refused"
+    assert math.isnan(r.ttft_s)
+
+
+def test_connect_timeout_against_a_full_backlog():
+    # a loopback listener that never accepts: once its backlog is full, SYNs are dropped
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        r = send(FastClient, endpoint(f"http://127.0.0.1:{port}/v1"))
+        assert r.error_category in ("connect_timeout", "read_timeout")
+        if r.error_category == "read_timeout":
+            pytest.skip("this kernel completed the handshake despite the full backlog")
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+
+
+def test_split_and_coalesced_writes_parse_the_same(url):
+    r = send(FastClient, endpoint(url, stub_fault="split_writes"))
+    assert r.ok and r.chunks == 12 and r.output_tokens == 12
+
+
+def test_multi_token_chunks_take_tokens_from_usage(url):
+    r = send(FastClient, endpoint(url, stub_fault="multi_token_chunks"))
+    # 4 reasoning chunks of one token, then 8 answer tokens in 4 chunks of two
+    assert r.ok and r.tokens_from_usage and r.output_tokens == 12 and r.chunks == 8
+
+
+def test_no_usage_falls_back_to_chunks(url):
+    r = send(FastClient, endpoint(url, stub_fault="no_usage"))
+    assert r.ok and not r.tokens_from_usage and r.output_tokens == r.chunks == 12
+
+
+@pytest.mark.parametrize("client_cls", CLIENTS)
+def test_an_echoed_key_is_redacted(client_cls, stub, monkeypatch):
+    url = stub(api_key="sk-right-key-123")
+    monkeypatch.setenv("TEST_KEY", "sk-wrong-key-456")
+    r = send(client_cls, endpoint(url, key_env="TEST_KEY"))
+    assert r.error_category == "http_4xx" and r.http_status == 401
+    assert "sk-wrong-key-456" not in r.error_message and "***" in r.error_message
+    monkeypatch.setenv("TEST_KEY", "sk-right-key-123")
+    assert send(client_cls, endpoint(url, key_env="TEST_KEY")).ok
+
+
+def test_connection_is_reused_and_recovers_after_a_failure(url):
+    ep_ok = endpoint(url)
+    client = FastClient(ep_ok)
+    try:
+        body = chat_body(ep_ok, [{"role": "user", "content": "x"}])
+        first = client.stream_chat(body, RequestRecord())
+        bad = client.stream_chat({**body, "stub_fault": "truncate"}, RequestRecord())
+        again = client.stream_chat(body, RequestRecord())
+    finally:
+        client.close()
+    assert first.ok and not bad.ok and again.ok
+
+
+def test_every_category_is_documented():
+    for name in ("connection_refused", "connection_reset", "connect_timeout", "read_timeout",
+                 "http_4xx", "http_5xx", "stream_error", "malformed_chunk", "stream_truncated",
+                 "interrupted"):
+        assert name in ERROR_CATEGORIES
