@@ -131,7 +131,8 @@ def locust_commands(config_path: Path, run_dir: Path, class_name: str, repetitio
                    "--csv", str(run_dir / rundir.LOCUST_CSV_PREFIX), "--csv-full-history",
                    "--json-file", str(run_dir / rundir.LOCUST_JSON),
                    "--logfile", str(run_dir / rundir.LOCUST_LOG),
-                   "--stop-timeout", f"{stop_timeout:g}", "--only-summary", class_name]
+                   "--stop-timeout", f"{stop_timeout:g}", "--only-summary",
+                   "--exit-code-on-error", "0", class_name]
     if workers <= 0:
         return [main]
     port = _free_port()

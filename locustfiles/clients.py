@@ -22,6 +22,7 @@ from geventhttpclient.url import URL
 
 from core.config import Endpoint, redact
 from core.records import RequestRecord
+from locustfiles import reactor
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import StreamFailure, StreamRecorder, error_message
 
@@ -142,7 +143,14 @@ class FastClient:
             status = response.status_code
             if status != 200:
                 raise self._http_failure(response, status)
-            self._read_stream(response, recorder)
+            if reactor.AVAILABLE and response._sock is not None:
+                stream = reactor.Stream(response, recorder, self.endpoint.request.read_timeout_s)
+                failure = reactor.reactor().wait(stream)
+                if failure is not None:
+                    raise failure
+                response.release()
+            else:
+                self._read_stream(response, recorder)
         except StreamFailure as failure:
             self._reset(response)
             recorder.finish(perf_counter(), failure)
@@ -166,8 +174,8 @@ class FastClient:
         return record
 
     def _read_stream(self, response: Any, recorder: StreamRecorder) -> None:
-        # Read whole socket blocks and split events ourselves: one recv and one Python loop per
-        # block of events, instead of a call per line.
+        # Without epoll (or when the whole response came with the headers): read whole socket
+        # blocks from this greenlet and split events ourselves.
         decoder = SSEDecoder()
         body = response._body_buffer
         sock = response._sock

@@ -52,12 +52,14 @@ def worker_id() -> str:
 
 @dataclass
 class StageTags:
-    """What a request is tagged with at send time."""
+    """What a request is tagged with at send time (sent by the master with every tick)."""
 
     stage: int = -1
     users: int = 0
     phase: str = "manual"
     rate_per_user: float = 0.0
+    run_id: str = ""
+    repetition: int = 0
 
 
 @dataclass
@@ -67,9 +69,22 @@ class CpuTracker:
     process: psutil.Process = field(default_factory=psutil.Process)
     max_percent: float = 0.0
     seconds_above: float = 0.0
+    cpu_at_start: float | None = None
+    cpu_at_stop: float | None = None
 
     def __post_init__(self) -> None:
         self.process.cpu_percent(None)  # the first reading is meaningless; start the window
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def mark_start(self) -> None:
+        self.cpu_at_start = self.cpu_seconds()
+
+    def mark_stop(self) -> None:
+        if self.cpu_at_start is not None:
+            self.cpu_at_stop = self.cpu_seconds()
 
     def sample(self, interval_s: float) -> float:
         percent = self.process.cpu_percent(None)
@@ -79,8 +94,13 @@ class CpuTracker:
         return percent
 
     def summary(self) -> dict[str, float]:
-        return {"max_cpu_percent": round(self.max_percent, 1),
-                "seconds_above_90": round(self.seconds_above, 1)}
+        """CPU figures; cpu_seconds covers the test (start to stop) once it has started."""
+        out = {"max_cpu_percent": round(self.max_percent, 1),
+               "seconds_above_90": round(self.seconds_above, 1)}
+        if self.cpu_at_start is not None:
+            end = self.cpu_at_stop if self.cpu_at_stop is not None else self.cpu_seconds()
+            out["cpu_seconds"] = round(end - self.cpu_at_start, 3)
+        return out
 
 
 class RunWriter:
@@ -162,8 +182,8 @@ class RunContext:
 
     def new_record(self, endpoint_label: str, model: str, client: str) -> RequestRecord:
         tags = self.tags
-        return RequestRecord(run_id=self.run_id, endpoint=endpoint_label, model=model,
-                             repetition=self.repetition, stage=tags.stage,
+        return RequestRecord(run_id=tags.run_id, endpoint=endpoint_label, model=model,
+                             repetition=tags.repetition, stage=tags.stage,
                              stage_users=tags.users, phase=tags.phase, worker=self.worker,
                              client=client)
 
@@ -190,8 +210,9 @@ class RunContext:
     # ---- stage tags ----
 
     def broadcast(self, tags: StageTags) -> None:
-        runner = self.environment.runner
-        runner.send_message(MSG_STAGE, dataclasses.asdict(tags))
+        """Send the current tags to every process that runs users (the run's identity too)."""
+        tags.run_id, tags.repetition = self.run_id, self.repetition
+        self.environment.runner.send_message(MSG_STAGE, dataclasses.asdict(tags))
 
     def on_stage_message(self, data: dict[str, Any]) -> None:
         self.tags = StageTags(**data)
@@ -255,7 +276,8 @@ class RunContext:
             self._close_stage(now)
             self._stopping_since = now
             self._current = (-1, "drain")
-            self.broadcast(StageTags(len(self.plan) - 1, 0, "drain", 0.0))
+            last = self.plan[-1]
+            self.broadcast(StageTags(last.index, last.users, "drain", 0.0))
             log.info("plan complete: stopping users and collecting the last records")
             return 0, 100.0
         limit = FINAL_FLUSH_TIMEOUT_S + float(self.environment.stop_timeout or 0)
@@ -415,6 +437,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     if isinstance(runner, (MasterRunner, LocalRunner)):
         run_dir = Path(options.run_dir) if options.run_dir else _default_run_dir(environment)
         ctx.run_id = run_dir.name
+        ctx.tags.run_id, ctx.tags.repetition = ctx.run_id, ctx.repetition
         ctx.writer = RunWriter(run_dir, _manifest(ctx, environment, run_dir))
         runner.register_message(MSG_RECORDS,
                                 lambda environment, msg, **kw: ctx.writer.on_batch(msg.data))
@@ -432,7 +455,11 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
 
         gevent.spawn(sample_master)
     if isinstance(runner, (WorkerRunner, LocalRunner)):
-        runner.register_message(MSG_FLUSH, lambda environment, msg, **kw: ctx.flush(final=True))
+        def on_flush(environment: Any, msg: Any, **kw: Any) -> None:
+            ctx.cpu.mark_stop()
+            ctx.flush(final=True)
+
+        runner.register_message(MSG_FLUSH, on_flush)
         gevent.spawn(ctx.flusher)
 
 
@@ -458,10 +485,16 @@ def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> Any:
     return capture
 
 
+def on_test_start(environment: Any, **_kwargs: Any) -> None:
+    if _context is not None:
+        _context.cpu.mark_start()
+
+
 def on_test_stop(environment: Any, **_kwargs: Any) -> None:
     ctx = _context
     if ctx is None:
         return
+    ctx.cpu.mark_stop()
     runner = environment.runner
     if isinstance(runner, (WorkerRunner, LocalRunner)):
         ctx.flush(final=True)
@@ -482,5 +515,6 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
 def install(events: Any) -> None:
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
+    events.test_start.add_listener(on_test_start)
     events.test_stop.add_listener(on_test_stop)
     events.quitting.add_listener(on_quitting)

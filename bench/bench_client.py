@@ -1,0 +1,116 @@
+"""Load-generator speed and accuracy: one Locust process against the stub with injected timings.
+
+For each client (fast, openai) and each concurrency (1, 64, 256 streams) it runs Locust
+headless for a fixed time against a stub that sends the first token TTFT ms after reading the
+request and then one token every ITL ms, and prints:
+- SSE chunks per client CPU-second (chunks received / CPU the Locust process used during the test);
+- reported TTFT p50/p99 against the injected truth (requests after a warm-up);
+- reported inter-token gap: the median of per-request medians, and the p99 of per-request p99s.
+Targets (issue 2): >= 100,000 chunks per CPU-second; at 256 streams TTFT p50 within 2 ms of
+truth and p99 within 10% of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bench.stub_server import run_stub_process, stop_stub_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_locust(url: str, client: str, users: int, seconds: float, tokens: int,
+               workdir: Path) -> dict:
+    run_dir = workdir / f"{client}-{users}"
+    config = workdir / f"{client}-{users}.json"
+    config.write_text(json.dumps({
+        "request": {"max_tokens": tokens, "read_timeout_s": 60.0},
+        "load": {"client": client},
+        "endpoints": [{"label": "stub", "base_url": url, "model": "stub-model"}]}))
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
+           "--headless", "--endpoints-file", str(config), "--run-dir", str(run_dir),
+           "-u", str(users), "-r", str(users), "-t", f"{seconds:g}s", "--stop-timeout", "30",
+           "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0", "Chat_stub"]
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=seconds + 90)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    records = pd.read_csv(run_dir / "records.csv")
+    cpu = sum(p.get("cpu_seconds", 0.0) for p in manifest["load_generator"]["processes"].values())
+    warm = records["start_unix"].min() + min(3.0, seconds / 4)
+    ok = records[records["ok"] & (records["start_unix"] >= warm)]
+    return {
+        "client": client, "streams": users, "requests": len(ok),
+        "failed": int((~records["ok"]).sum()),
+        "chunks_per_cpu_s": records["chunks"].sum() / cpu if cpu else float("nan"),
+        "cpu_max_percent": manifest["load_generator"]["max_cpu_percent"],
+        "ttft_p50_ms": ok["ttft_s"].quantile(0.5) * 1e3,
+        "ttft_p99_ms": ok["ttft_s"].quantile(0.99) * 1e3,
+        "itl_p50_ms": ok["itl_p50_s"].median() * 1e3,
+        "itl_p99_ms": ok["itl_p99_s"].quantile(0.99) * 1e3,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ttft-ms", type=float, default=50.0)
+    p.add_argument("--itl-ms", type=float, default=20.0)
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=12.0, help="Locust run time per case")
+    p.add_argument("--streams", default="1,64,256")
+    p.add_argument("--clients", default="fast,openai")
+    p.add_argument("--stub-processes", type=int, default=1)
+    args = p.parse_args(argv)
+    proc, url = run_stub_process(ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, tokens=args.tokens,
+                                 processes=args.stub_processes)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for client in args.clients.split(","):
+                for users in (int(u) for u in args.streams.split(",")):
+                    started = time.time()
+                    row = run_locust(url, client, users, args.seconds, args.tokens, Path(tmp))
+                    rows.append(row)
+                    print(f"  {client:6s} {users:4d} streams: {row['requests']} requests, "
+                          f"{time.time() - started:.0f}s", file=sys.stderr, flush=True)
+    finally:
+        stop_stub_process(proc)
+
+    truth_ttft, truth_itl = args.ttft_ms, args.itl_ms
+    print(f"\nLoad generator vs injected truth (TTFT {truth_ttft:g} ms, gap {truth_itl:g} ms, "
+          f"{args.tokens} tokens, {args.seconds:g}s per case, one Locust process)")
+    header = (f"{'client':7s} {'streams':>7s} {'reqs':>6s} {'fail':>4s} {'chunks/CPU-s':>13s} "
+              f"{'CPU max%':>8s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'gap p50':>8s} {'gap p99':>8s}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['client']:7s} {r['streams']:7d} {r['requests']:6d} {r['failed']:4d} "
+              f"{r['chunks_per_cpu_s']:13,.0f} {r['cpu_max_percent']:8.0f} "
+              f"{r['ttft_p50_ms']:9.1f} {r['ttft_p99_ms']:9.1f} {r['itl_p50_ms']:8.1f} "
+              f"{r['itl_p99_ms']:8.1f}")
+    fast = [r for r in rows if r["client"] == "fast"]
+    if fast:
+        best = max(r["chunks_per_cpu_s"] for r in fast)
+        top = max(fast, key=lambda r: r["streams"])
+        checks = [
+            (f"chunks per client CPU-second >= 100,000 (best case {best:,.0f})", best >= 100_000),
+            (f"TTFT p50 at {top['streams']} streams within 2 ms of {truth_ttft:g} ms "
+             f"({top['ttft_p50_ms']:.1f} ms)", abs(top["ttft_p50_ms"] - truth_ttft) <= 2.0),
+            (f"TTFT p99 at {top['streams']} streams within 10% of {truth_ttft:g} ms "
+             f"({top['ttft_p99_ms']:.1f} ms)", top["ttft_p99_ms"] <= truth_ttft * 1.10),
+        ]
+        print("\nTargets (fast client):")
+        for text, passed in checks:
+            print(f"  [{'PASS' if passed else 'MISS'}] {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

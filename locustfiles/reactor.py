@@ -1,0 +1,206 @@
+"""One reader for every open stream of a process: an epoll set watched by one greenlet.
+
+Why: with a greenlet per stream, each chunk costs a gevent wake-up (a failed recv, a timeout
+object, two greenlet switches); at hundreds of streams that overhead saturates the load
+generator and inflates the very latencies it measures. Here one greenlet waits on the epoll
+descriptor, and each wake-up reads every socket that has data, so chunks that arrive together
+(as they do from a batching server like vLLM) cost one wake-up between them.
+
+The request's own greenlet sends the request and reads the headers as usual, hands the socket
+here, and sleeps until the stream ends.
+"""
+
+from __future__ import annotations
+
+import select
+from time import perf_counter
+from typing import Any, Callable
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.hub import Waiter, get_hub
+
+from locustfiles.sse import SSEDecoder
+from locustfiles.stream import StreamFailure, StreamRecorder
+
+READ_BLOCK = 65536
+DEADLINE_CHECK_S = 0.1
+
+AVAILABLE = hasattr(select, "epoll")
+
+
+class Stream:
+    """The body of one streamed response, read by the reactor."""
+
+    __slots__ = ("response", "raw", "fd", "recorder", "decoder", "read_timeout_s", "last_read",
+                 "done", "result")
+
+    def __init__(self, response: Any, recorder: StreamRecorder, read_timeout_s: float):
+        self.response = response
+        self.raw = response._sock._sock  # the plain non-blocking socket under gevent's wrapper
+        self.fd = self.raw.fileno()
+        self.recorder = recorder
+        self.decoder = SSEDecoder()
+        self.read_timeout_s = read_timeout_s
+        self.last_read = perf_counter()
+        self.done = False
+        self.result: AsyncResult = AsyncResult()
+
+    def consume_buffered(self, now: float) -> bool:
+        """Parse body bytes already read with the headers; True when the stream is over."""
+        return self._parse(now)
+
+    def on_readable(self, now: float) -> bool:
+        """Read what the socket has; True when the stream is over (result set)."""
+        try:
+            data = self.raw.recv(READ_BLOCK)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._fail(StreamFailure("stream_truncated", f"connection lost mid-stream ({exc})",
+                                     200))
+            return True
+        self.last_read = now
+        if not data:
+            if not self.done:
+                last = self.decoder.close()
+                try:
+                    if last is not None and self.recorder.on_payload(last, now):
+                        self.done = True
+                except StreamFailure as failure:
+                    self._fail(failure)
+                    return True
+            if self.done:
+                self.result.set(None)
+            else:
+                self._fail(StreamFailure("stream_truncated",
+                                         "the server closed the connection before data: [DONE]",
+                                         200))
+            return True
+        try:
+            self.response.feed(data)
+        except Exception as exc:  # the HTTP framing itself is broken
+            self._fail(StreamFailure("stream_truncated", f"invalid chunked body: {exc}", 200))
+            return True
+        return self._parse(now)
+
+    def _parse(self, now: float) -> bool:
+        body = self.response._body_buffer
+        if body:
+            data = bytes(body)
+            del body[:]
+            if not self.done:
+                try:
+                    for event in self.decoder.feed(data):
+                        if self.recorder.on_payload(event, now):
+                            self.done = True
+                            break
+                except StreamFailure as failure:
+                    self._fail(failure)
+                    return True
+        if self.response.message_complete:
+            if not self.done:
+                last = self.decoder.close()
+                try:
+                    if last is not None and self.recorder.on_payload(last, now):
+                        self.done = True
+                except StreamFailure as failure:
+                    self._fail(failure)
+                    return True
+            if self.done:
+                self.result.set(None)
+            else:
+                self._fail(StreamFailure("stream_truncated", "the stream ended without "
+                                         "data: [DONE]", 200))
+            return True
+        return False
+
+    def _fail(self, failure: StreamFailure) -> None:
+        self.result.set(failure)
+
+
+class StreamReactor:
+    """Reads all registered streams from one greenlet."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._streams: dict[int, Stream] = {}
+        self._loop: gevent.Greenlet | None = None
+        self._watchdog: gevent.Greenlet | None = None
+        # Started once and never stopped: starting and stopping an io watcher on every wait
+        # costs epoll_ctl calls per wake-up.
+        self._waiter: Waiter | None = None
+        self._watcher = get_hub().loop.io(self._epoll.fileno(), 1)
+        self._watcher.start(self._wake)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.switch(None)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def wait(self, stream: Stream) -> StreamFailure | None:
+        """Read the stream until it ends; returns its failure or None. Blocks this greenlet."""
+        if stream.consume_buffered(perf_counter()):
+            return stream.result.get()
+        self._streams[stream.fd] = stream
+        self._epoll.register(stream.fd, select.EPOLLIN)
+        self._ensure_running()
+        try:
+            return stream.result.get()
+        finally:
+            self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        if self._streams.get(stream.fd) is stream:
+            del self._streams[stream.fd]
+            try:
+                self._epoll.unregister(stream.fd)
+            except (OSError, ValueError):
+                pass
+
+    def _ensure_running(self) -> None:
+        if self._loop is None or self._loop.dead:
+            self._loop = gevent.spawn(self._run)
+        if self._watchdog is None or self._watchdog.dead:
+            self._watchdog = gevent.spawn(self._check_deadlines)
+
+    def _run(self) -> None:
+        poll = self._epoll.poll
+        streams = self._streams
+        while streams:
+            ready = poll(0)
+            if not ready:
+                self._waiter = waiter = Waiter()
+                waiter.get()
+                continue
+            now = perf_counter()
+            for fd, _events in ready:
+                stream = streams.get(fd)
+                if stream is not None and stream.on_readable(now):
+                    self._forget(stream)
+        self._loop = None
+
+    def _check_deadlines(self) -> None:
+        while self._streams:
+            gevent.sleep(DEADLINE_CHECK_S)
+            now = perf_counter()
+            for stream in list(self._streams.values()):
+                if now - stream.last_read > stream.read_timeout_s:
+                    self._forget(stream)
+                    stream._fail(StreamFailure("read_timeout", "no data within the read timeout",
+                                               200))
+        self._watchdog = None
+
+
+_reactor: StreamReactor | None = None
+
+
+def reactor() -> StreamReactor:
+    """The process's reactor (made on first use, inside the running gevent hub)."""
+    global _reactor
+    if _reactor is None:
+        _reactor = StreamReactor()
+    return _reactor
