@@ -1,0 +1,1 @@
+"""Benchmarks (make bench) and the stub SSE server with injected timings."""
