@@ -38,6 +38,7 @@ MSG_RECORDS = "llm_records"
 MSG_STAGE = "llm_stage"
 MSG_FLUSH = "llm_flush"
 FLUSH_INTERVAL_S = 1.0
+MANUAL_TAGS_INTERVAL_S = 0.5
 CPU_SATURATED_PERCENT = 90.0
 CPU_SATURATED_SECONDS = 3.0      # this many seconds above 90% marks the generator saturated
 FINAL_FLUSH_TIMEOUT_S = 20.0
@@ -302,11 +303,14 @@ class RunContext:
 
     def manual_tags_loop(self) -> None:
         """Without a load shape (web UI), tag records with the current user count."""
-        runner = self.environment.runner
         while True:
-            gevent.sleep(FLUSH_INTERVAL_S)
-            if self.environment.shape_class is None:
-                self.broadcast(StageTags(-1, runner.user_count, "manual", 0.0))
+            self.broadcast_manual()
+            gevent.sleep(MANUAL_TAGS_INTERVAL_S)
+
+    def broadcast_manual(self) -> None:
+        if self.environment.shape_class is None and self.environment.runner is not None:
+            self.broadcast(StageTags(-1, self.environment.runner.target_user_count or 0,
+                                     "manual", 0.0))
 
 
 def locust_chat_requests(environment: Any) -> int:
@@ -488,6 +492,8 @@ def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> Any:
 def on_test_start(environment: Any, **_kwargs: Any) -> None:
     if _context is not None:
         _context.cpu.mark_start()
+        if _context.writer is not None:
+            _context.broadcast_manual()
 
 
 def on_test_stop(environment: Any, **_kwargs: Any) -> None:

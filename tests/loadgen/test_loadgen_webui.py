@@ -1,0 +1,119 @@
+"""The Locust web UI, driven by a real browser (Debian's Chromium + ChromeDriver)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from loadgen_helpers import ROOT, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium/chromedriver missing: deploy/install_system_deps.sh installs them")
+        pytest.skip("chromium/chromedriver not installed (make system-deps)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url = stub(ttft_ms=10, itl_ms=3)
+    cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
+                                               "model": "stub-model"}])
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    locust = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
+         "--endpoints-file", str(cfg), "--run-dir", str(run_dir), "--web-host", "127.0.0.1",
+         "--web-port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    browser = None
+    try:
+        browser = _browser()
+        browser.set_page_load_timeout(30)
+        _wait(lambda: _reachable(port), 30, "the web UI")
+        browser.get(f"http://127.0.0.1:{port}/")
+        users = _wait(lambda: browser.find_elements(By.NAME, "userCount"), 20, "the start form")[0]
+        users.send_keys(Keys.CONTROL, "a")
+        users.send_keys("3")
+        rate = browser.find_element(By.NAME, "spawnRate")
+        rate.send_keys(Keys.CONTROL, "a")
+        rate.send_keys("3")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        # the stats table shows both event types per endpoint
+        _wait(lambda: "TTFT" in browser.page_source and "CHAT" in browser.page_source, 30,
+              "CHAT and TTFT rows in the stats table")
+        records = run_dir / "records.csv"
+        # records reach the run directory while the test runs, not only at the end
+        _wait(lambda: records.is_file() and len(records.read_text().splitlines()) > 30, 30,
+              "records written during the run")
+        texts = [b.text.strip() for b in browser.find_elements(By.TAG_NAME, "button")]
+        stop = [b for b in browser.find_elements(By.TAG_NAME, "button")
+                if b.text.strip().lower() == "stop"]
+        assert stop, f"no Stop button among {texts}"
+        stop[0].click()
+        time.sleep(2)
+    finally:
+        if browser is not None:
+            browser.quit()
+        locust.send_signal(signal.SIGINT)
+        try:
+            locust.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(locust.pid, signal.SIGKILL)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    table = pd.read_csv(run_dir / "records.csv")
+    assert manifest["status"] == "complete" and manifest["mode"] == "manual"
+    assert len(table) == manifest["records_written"] == manifest["locust_requests"] > 30
+    assert set(table["phase"]) == {"manual"}
+    # Stop without --stop-timeout kills the users: their open streams are recorded as such
+    failed = table[~table["ok"]]
+    assert set(failed["error_category"]) <= {"interrupted"} and len(failed) <= 3, failed
+    assert (table["stage_users"] == 3).mean() > 0.8   # tagged with the user count set by hand
+
+
+def _reachable(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
