@@ -137,3 +137,16 @@ def gap_summary(gaps: list[float]) -> tuple[float, float, float, float]:
         return ordered[max(0, math.ceil(q * n) - 1)]
 
     return sum(ordered) / n, rank(0.50), rank(0.99), ordered[-1]
+
+
+def markdown_tables() -> str:
+    """The record fields and failure categories as Markdown (pasted into the README)."""
+    lines = ["| field | definition |", "| --- | --- |"]
+    lines += [f"| `{name}` | {FIELD_DEFINITIONS[name]} |" for name in RECORD_FIELDS]
+    lines += ["", "| category | meaning |", "| --- | --- |"]
+    lines += [f"| `{name}` | {text} |" for name, text in ERROR_CATEGORIES.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_tables())
