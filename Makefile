@@ -11,7 +11,7 @@ STAGES ?=
 LABEL ?= compare
 RUNS ?=
 
-.PHONY: help setup system-deps test bench loadtest ui report demo exporter gpu-check clean
+.PHONY: help setup system-deps vllm-env test bench loadtest ui report demo servers exporter gpu-check clean
 
 help:
 	@echo "make demo       run the whole comparison on two tiny CPU-served vLLM models"
@@ -21,6 +21,8 @@ help:
 	@echo "make report RUNS=results/...   rebuild a report"
 	@echo "make bench      load-generator speed/accuracy, exporter and report benchmarks"
 	@echo "make exporter   run the GPU/process exporter"
+	@echo "make servers    start the two local tiny vLLM servers (with exporters) until Ctrl-C"
+	@echo "make gpu-check  exporter check on a real NVIDIA GPU under a torch matmul load"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=python3.11)")'
@@ -34,8 +36,20 @@ setup: $(STAMP)
 system-deps:
 	@bash deploy/install_system_deps.sh
 
-test: setup system-deps
-	$(PY) -m pytest -q
+vllm-env:
+	@bash deploy/local/setup_vllm.sh
+
+test: setup system-deps vllm-env
+	$(PY) -m pytest -q $(ARGS)
+
+demo: setup
+	$(PY) -m deploy.local.demo $(ARGS)
+
+servers: setup
+	$(PY) -m deploy.local.servers up $(ARGS)
+
+gpu-check: setup
+	$(PY) -m exporters.gpu_check $(ARGS)
 
 bench: setup
 	$(PY) -m bench
@@ -43,7 +57,8 @@ bench: setup
 loadtest: setup
 	$(PY) -m locustfiles.campaign --endpoints-file $(CONFIG) --label $(LABEL) \
 	  $(if $(REPS),--repetitions $(REPS)) $(if $(STAGES),--stages $(STAGES)) \
-	  $(if $(A_URL),--url A=$(A_URL)) $(if $(B_URL),--url B=$(B_URL)) $(ARGS)
+	  $(if $(A_URL),--a-url $(A_URL)) $(if $(B_URL),--b-url $(B_URL)) \
+	  $(if $(A_MODEL),--a-model $(A_MODEL)) $(if $(B_MODEL),--b-model $(B_MODEL)) $(ARGS)
 
 ui: setup
 	LOCUST_ENDPOINTS_FILE=$(CONFIG) $(VENV)/bin/locust -f locustfiles/users.py --web-host 127.0.0.1 $(ARGS)
@@ -56,4 +71,4 @@ exporter: setup
 	$(PY) -m exporters $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-vllm .cache .pytest_cache

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seed of the bootstrap resampling (default 0; reports are reproducible)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples per comparison (default 1000)")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="a note printed first in the report (repeatable), e.g. what the test setup means")
     p.add_argument("--quiet", action="store_true", help="no progress lines, no summary")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     return p
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError("--bootstrap: use at least 100 resamples")
         opts = Options(at=args.at, slos=parse_slos(args.slo), baseline=args.baseline,
                        prometheus=args.prometheus, prom_map=_prom_map(args.prom_endpoint_label),
-                       seed=args.seed, n_boot=args.bootstrap, progress=progress)
+                       seed=args.seed, n_boot=args.bootstrap, notes=args.note,
+                       progress=progress)
         t0 = time.monotonic()
         result = analyse(args.paths, opts)
         out = Path(args.out) if args.out else default_out(discover(args.paths))

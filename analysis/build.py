@@ -48,6 +48,7 @@ class Options:
     prom_map: dict[str, str] = field(default_factory=dict)   # instance -> endpoint label
     seed: int = 0
     n_boot: int = 1000
+    notes: list[str] = field(default_factory=list)   # shown first in the report (--note)
     progress: Callable[[str], None] | None = None
 
 

@@ -401,6 +401,8 @@ def build_sections(result, figures: list[tuple[str, str, bytes]]) -> list[Sectio
     ln = result.level_name
 
     s = Section("summary", "Summary")
+    for note in result.options.notes:
+        s.p(f"Note: {note}")
     eps = ", ".join(_ep_name(result, ep) for ep in result.endpoints)
     s.p(f"{len(result.runs)} run(s); endpoints {eps}; baseline {result.baseline}; "
         f"{len(result.levels)} level(s) of {ln}: "
@@ -793,6 +795,7 @@ def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) 
     lk = _Lookup(result)
     cmps = _cmp_lookup(result)
     lines = [_title(result)]
+    lines += [f"Note: {note}" for note in result.options.notes]
     lines.append(f"{len(result.runs)} run(s), {len(result.levels)} level(s) of "
                  f"{result.level_name}: " + ", ".join(fmt_level(x) for x in result.levels))
     if result.at_level is not None:

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preflight", action="store_true", help="skip the endpoint checks")
     p.add_argument("--no-report", action="store_true", help="do not build the report")
     p.add_argument("--report-args", default="", help="extra arguments for python -m analysis")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="a note printed first in the report (repeatable)")
     load = p.add_argument_group("load settings (override [load] in the endpoints file)")
     for f in dataclasses.fields(LoadSettings):
         flag = f"--{f.name.replace('_', '-')}"
@@ -310,21 +312,18 @@ def main(argv: list[str] | None = None) -> int:
 
     report_code = 0
     if not args.no_report and any(e.get("status") == "complete" for e in summary["order"]):
-        report_code = build_report(campaign_dir, args.report_args)
+        report_code = build_report(campaign_dir, args.report_args, args.note)
     print(f"results: {campaign_dir}", flush=True)
     if interrupted:
         return 130
     return 1 if failed or report_code else 0
 
 
-def build_report(campaign_dir: Path, extra: str = "") -> int:
-    try:
-        import analysis.__main__  # noqa: F401
-    except ImportError:
-        print("report: the analysis package is not available; skipping", file=sys.stderr)
-        return 0
+def build_report(campaign_dir: Path, extra: str = "", notes: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "analysis", str(campaign_dir / "runs"),
            "--out", str(campaign_dir / "report")] + extra.split()
+    for note in notes or []:
+        cmd += ["--note", note]
     print("report: building", flush=True)
     return subprocess.call(cmd, cwd=ROOT)
 
