@@ -2,7 +2,7 @@
 
 An ``AnalysisError`` is input the report cannot be built from: the CLI prints its one line and
 exits 2. A ``ReportWarning`` is something the reader must know; it is printed at the top of the
-report, in summary.json and in the terminal summary. Codes are stable (docs/analysis.md).
+report, in summary.json and in the terminal summary. Codes are stable (README.md).
 """
 
 from __future__ import annotations

@@ -175,6 +175,7 @@ class _Stats:
     def snapshot(self) -> dict[str, Any]:
         w = self.writes
         return {
+            "pid": os.getpid(),
             "connections": self.connections,
             "requests": self.requests,
             "chat_requests": self.chat_requests,

@@ -1,6 +1,6 @@
 """NVML -> Prometheus exporter for the load-testing suite, plus a process-tree collector.
 
-Run it with ``llm-gpu-exporter`` or ``python -m exporters`` (see docs/exporter.md).
+Run it with ``llm-gpu-exporter`` or ``python -m exporters`` (see the README, "GPU exporter").
 Public surface: ``Exporter``/``ExporterConfig`` (the assembled exporter), ``Sampler``,
 ``NvmlBackend``/``PynvmlBackend`` (the device layer; ``exporters.fake.FakeNvml`` for tests),
 ``ProcessSelector``/``ProcessTreeCollector`` and ``metrics`` (the exported names).

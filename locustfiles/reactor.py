@@ -26,7 +26,21 @@ from locustfiles.stream import StreamFailure, StreamRecorder
 READ_BLOCK = 65536
 DEADLINE_CHECK_S = 0.1
 
-AVAILABLE = hasattr(select, "epoll")
+
+def _original_epoll() -> type | None:
+    # Locust monkey-patches the select module, and gevent's patch removes select.epoll (it
+    # has no cooperative version); the reactor only ever polls with timeout 0, so the
+    # original, blocking class is what it wants.
+    try:
+        from gevent.monkey import get_original
+
+        return get_original("select", "epoll")
+    except (ImportError, AttributeError):
+        return getattr(select, "epoll", None)
+
+
+_EPOLL = _original_epoll()
+AVAILABLE = _EPOLL is not None
 
 
 class Stream:
@@ -123,7 +137,7 @@ class StreamReactor:
     """Reads all registered streams from one greenlet."""
 
     def __init__(self) -> None:
-        self._epoll = select.epoll()
+        self._epoll = _EPOLL()
         self._streams: dict[int, Stream] = {}
         self._loop: gevent.Greenlet | None = None
         self._watchdog: gevent.Greenlet | None = None

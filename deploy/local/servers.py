@@ -10,7 +10,7 @@
             print(s.label, s.base_url, s.metrics_url, s.exporter_url, s.pid)
 
 Runs with the suite's python (stdlib + psutil). vLLM itself runs from its own venv (.venv-vllm, made
-by setup_vllm.sh); the models are built by build_tiny_models.py. See docs/local.md.
+by setup_vllm.sh); the models are built by build_tiny_models.py. See the README, "The embedded default".
 
 | label | model      | vLLM (OpenAI API)        | vLLM /metrics                 | exporter                      |
 | qwen3 | tiny-qwen3 | http://127.0.0.1:8101/v1 | http://127.0.0.1:8101/metrics | http://127.0.0.1:9411/metrics |

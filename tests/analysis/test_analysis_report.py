@@ -122,7 +122,7 @@ def test_hostile_strings_are_escaped(tmp_path):
 
 def test_docs_generated_blocks_are_current(tmp_path):
     from analysis.definitions import sync_docs
-    docs = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
-    copy = tmp_path / "analysis.md"
+    docs = Path(__file__).resolve().parents[2] / "README.md"
+    copy = tmp_path / "README.md"
     copy.write_text(docs.read_text(encoding="utf-8"), encoding="utf-8")
-    assert not sync_docs(copy), "run: python -m analysis.definitions docs/analysis.md"
+    assert not sync_docs(copy), "run: python -m analysis.definitions README.md"

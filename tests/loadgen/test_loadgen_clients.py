@@ -159,3 +159,14 @@ def test_every_category_is_documented():
                  "http_4xx", "http_5xx", "stream_error", "malformed_chunk", "stream_truncated",
                  "interrupted"):
         assert name in ERROR_CATEGORIES
+
+
+def test_the_epoll_reader_survives_locusts_monkey_patching():
+    # gevent's patch_all removes select.epoll; the reactor must still find the original
+    import subprocess
+    import sys
+
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "from locustfiles import reactor; print(reactor.AVAILABLE)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
