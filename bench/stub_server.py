@@ -157,6 +157,7 @@ class _Stats:
         self.first_late_sum = 0.0
         self.first_late_max = 0.0
         self.first_late_n = 0
+        self.first_late_samples: list[float] = []   # seconds, in order (bounded)
         self.ttft_bucket_counts = [0] * len(TTFT_BUCKETS)
         self.ttft_count = 0
         self.ttft_sum = 0.0
@@ -273,6 +274,8 @@ class _Pump:
                 if first:
                     st.first_late_n += 1
                     st.first_late_sum += late
+                    if len(st.first_late_samples) < 1_000_000:
+                        st.first_late_samples.append(late)
                     if late > st.first_late_max:
                         st.first_late_max = late
             else:
@@ -688,6 +691,14 @@ class StubServer:
                 raise _HttpError(405, "Method Not Allowed", "MethodNotAllowed")
             self._send(transport, 200, self._metrics_text().encode(),
                        "text/plain; version=0.0.4; charset=utf-8", keep)
+            return keep
+        if path.startswith("/stub/first_token_lateness"):  # /N: samples N.. of this process
+            tail = path.rsplit("/", 1)[1]
+            start = int(tail) if tail.isdigit() else 0
+            samples = self.stats.first_late_samples
+            self._send_json(transport, 200, {"pid": os.getpid(), "n": len(samples),
+                                             "samples_ms": [x * 1e3 for x in samples[start:]]},
+                            keep)
             return keep
         if path == "/stub/stats":  # this process's counters as JSON (per process with --processes)
             self._send_json(transport, 200, dict(self.stats.snapshot(), pid=os.getpid()), keep)

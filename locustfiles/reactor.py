@@ -76,21 +76,7 @@ class Stream:
             return True
         self.last_read = now
         if not data:
-            if not self.done:
-                last = self.decoder.close()
-                try:
-                    if last is not None and self.recorder.on_payload(last, now):
-                        self.done = True
-                except StreamFailure as failure:
-                    self._fail(failure)
-                    return True
-            if self.done:
-                self.result.set(None)
-            else:
-                self._fail(StreamFailure("stream_truncated",
-                                         "the server closed the connection before data: [DONE]",
-                                         200))
-            return True
+            return self._end(now, "the server closed the connection before data: [DONE]")
         try:
             self.response.feed(data)
         except Exception as exc:  # the HTTP framing itself is broken
@@ -113,21 +99,24 @@ class Stream:
                     self._fail(failure)
                     return True
         if self.response.message_complete:
-            if not self.done:
-                last = self.decoder.close()
-                try:
-                    if last is not None and self.recorder.on_payload(last, now):
-                        self.done = True
-                except StreamFailure as failure:
-                    self._fail(failure)
-                    return True
-            if self.done:
-                self.result.set(None)
-            else:
-                self._fail(StreamFailure("stream_truncated", "the stream ended without "
-                                         "data: [DONE]", 200))
-            return True
+            return self._end(now, "the stream ended without data: [DONE]")
         return False
+
+    def _end(self, now: float, truncated_message: str) -> bool:
+        """The body is over: deliver an event that lacked its blank line, then the result."""
+        if not self.done:
+            last = self.decoder.close()
+            try:
+                if last is not None and self.recorder.on_payload(last, now):
+                    self.done = True
+            except StreamFailure as failure:
+                self._fail(failure)
+                return True
+        if self.done:
+            self.result.set(None)
+        else:
+            self._fail(StreamFailure("stream_truncated", truncated_message, 200))
+        return True
 
     def _fail(self, failure: StreamFailure) -> None:
         self.result.set(failure)
