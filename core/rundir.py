@@ -15,6 +15,7 @@ A run directory holds everything one Locust run produced. It is written by the L
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -47,7 +48,10 @@ METRIC_FIELDS = ("ts_unix", "endpoint", "source", "metric", "labels", "value")
 class CsvAppender:
     """Appends rows to a CSV file, writing the header once and flushing every batch.
 
-    Flushing per batch is what makes a crash lose at most the rows not yet received.
+    Flushing per batch is what makes a crash lose at most the rows not yet received. Writing is
+    split in two so a caller can format rows where it likes and leave the slow part (the file
+    write and fsync, which release the GIL) to another thread: see ``encode`` and
+    ``append_encoded``.
     """
 
     def __init__(self, path: Path, fields: Iterable[str]):
@@ -55,21 +59,29 @@ class CsvAppender:
         self.fields = tuple(fields)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.fields, extrasaction="ignore")
         if new:
-            self._writer.writeheader()
+            self._file.write(self.encode([dict(zip(self.fields, self.fields))]))
             self._file.flush()
         self.rows_written = 0
 
-    def write(self, rows: Iterable[dict[str, Any]]) -> int:
-        count = 0
-        for row in rows:
-            self._writer.writerow(row)
-            count += 1
+    def encode(self, rows: Iterable[dict[str, Any]]) -> str:
+        """The rows as CSV text (no I/O)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.fields, extrasaction="ignore")
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def append_encoded(self, text: str, count: int) -> int:
+        """Append text made by ``encode`` (``count`` rows), flush and fsync."""
+        self._file.write(text)
         self._file.flush()
         os.fsync(self._file.fileno())
         self.rows_written += count
         return count
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> int:
+        rows = list(rows)
+        return self.append_encoded(self.encode(rows), len(rows))
 
     @property
     def closed(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 import gevent
 import psutil
+from gevent.threadpool import ThreadPool
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from core import rundir
@@ -116,6 +117,9 @@ class RunWriter:
         self.cpu_by_process: dict[str, dict[str, float]] = {}
         self.final_acks: set[str] = set()
         self.capture: Any = None
+        # File writes and fsync go to one OS thread, so a slow disk never stalls the event loop
+        # (in a local run the same loop timestamps the streams).
+        self._io = ThreadPool(1)
         rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
 
     def on_batch(self, data: dict[str, Any]) -> None:
@@ -125,7 +129,8 @@ class RunWriter:
             return
         rows = data.get("rows") or []
         if rows:
-            self.records.write(dict(zip(RECORD_FIELDS, row)) for row in rows)
+            text = self.records.encode(dict(zip(RECORD_FIELDS, row)) for row in rows)
+            self._io.apply(self.records.append_encoded, (text, len(rows)))
         if data.get("cpu"):
             self.cpu_by_process[data["worker"]] = data["cpu"]
         if data.get("final"):
@@ -155,6 +160,7 @@ class RunWriter:
         rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, self.manifest)
         self.records.close()
         self.stages.close()
+        self._io.kill()
 
 
 class RunContext:

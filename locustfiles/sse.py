@@ -36,6 +36,19 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Feed bytes split at any point; returns the payloads of the events completed."""
+        if not self._partial and not self._data and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            # The common case, whole "data: {...}\n\n" events: no line-by-line work.
+            events = []
+            for block in chunk[:-2].split(b"\n\n"):
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    events.append(block[6:])
+                    continue
+                for line in block.split(b"\n"):
+                    self.feed_line(line)
+                payload = self.feed_line(b"")
+                if payload is not None:
+                    events.append(payload)
+            return events
         buffer = self._partial + chunk
         lines = buffer.split(b"\n")
         self._partial = lines.pop()

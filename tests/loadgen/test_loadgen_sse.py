@@ -49,3 +49,9 @@ def test_feed_line_interface_matches_feed():
     decoder = SSEDecoder()
     out = [decoder.feed_line(line) for line in STREAM.split(b"\n")]
     assert [e for e in out if e is not None] == EXPECTED
+
+
+def test_whole_events_with_blank_line_runs_and_comments():
+    decoder = SSEDecoder()
+    chunk = b'data: {"a": 1}\n\n\n\n: ping\n\ndata: x\ndata: y\n\ndata:[DONE]\n\n'
+    assert decoder.feed(chunk) == [b'{"a": 1}', b"x\ny", b"[DONE]"]
