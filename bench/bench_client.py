@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import urllib.request
@@ -73,8 +74,10 @@ def stub_lateness_since(url: str, marks: dict[int, int]) -> list[float]:
 
 
 def run_locust(url: str, client: str, users: int, seconds: float, tokens: int,
-               workdir: Path) -> dict:
+               workdir: Path, ramp_s: float = 0.0) -> dict:
+    """One headless Locust run; users start evenly over ramp_s, results after ramp_s + 2 s."""
     workdir.mkdir(parents=True, exist_ok=True)
+    spawn_rate = users / ramp_s if ramp_s > 0 else users
     run_dir = workdir / f"{client}-{users}"
     config = workdir / f"{client}-{users}.json"
     config.write_text(json.dumps({
@@ -83,14 +86,15 @@ def run_locust(url: str, client: str, users: int, seconds: float, tokens: int,
         "endpoints": [{"label": "stub", "base_url": url, "model": "stub-model"}]}))
     cmd = PIN_CLIENT + [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
            "--headless", "--endpoints-file", str(config), "--run-dir", str(run_dir),
-           "-u", str(users), "-r", str(users), "-t", f"{seconds:g}s", "--stop-timeout", "30",
+           "-u", str(users), "-r", f"{spawn_rate:g}", "-t", f"{math.ceil(seconds + ramp_s)}s",
+           "--stop-timeout", "30",
            "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0", "Chat_stub"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=seconds + 90)
+                   stderr=subprocess.DEVNULL, timeout=seconds + ramp_s + 90)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     records = pd.read_csv(run_dir / "records.csv")
     cpu = sum(p.get("cpu_seconds", 0.0) for p in manifest["load_generator"]["processes"].values())
-    warm = records["start_unix"].min() + min(3.0, seconds / 4)
+    warm = records["start_unix"].min() + ramp_s + min(2.0, seconds / 4)
     ok = records[records["ok"] & (records["start_unix"] >= warm)]
     return {
         "client": client, "streams": users, "requests": len(ok),
@@ -129,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 for users in (int(u) for u in args.streams.split(",")):
                     started = time.time()
                     marks = stub_lateness_marks(url, args.stub_processes)
-                    row = run_locust(url, client, users, args.seconds, args.tokens, Path(tmp))
+                    # users start evenly over one request's duration, so their requests do not
+                    # reach the stub in lockstep (a burst of 256 at once measures the stub's
+                    # accept queue, not the client)
+                    ramp = (args.ttft_ms + args.tokens * args.itl_ms) / 1000.0 if users > 1 else 0.0
+                    row = run_locust(url, client, users, args.seconds, args.tokens, Path(tmp),
+                                     ramp_s=ramp)
                     late = pd.Series(stub_lateness_since(url, marks))
                     # what the stub really did: injected TTFT + its own lateness, per request
                     row["true_p50_ms"] = args.ttft_ms + late.quantile(0.5)

@@ -248,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    note: {note}", flush=True)
         except PreflightError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            if "connection refused" in str(exc) and any(
+                    ep.base_url.startswith(("http://127.0.0.1:8101", "http://127.0.0.1:8102"))
+                    for ep in config.endpoints):
+                print("hint: these are the embedded default's local vLLM servers: start them with "
+                      "`make servers` in another terminal, or run `make demo`", file=sys.stderr)
             return 3
         if not load.prompt_words and not load.prompts_file:
             words = prompt_words(results, load.input_tokens)

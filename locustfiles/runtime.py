@@ -150,6 +150,9 @@ class RunWriter:
         if self.capture is not None:
             self.capture.stop()
             self.capture = None
+        self._io.apply(self.records.close)  # after any write still queued in the I/O thread
+        self._io.kill()
+        self.stages.close()
         self.manifest.update({
             "status": status,
             "end_unix": time.time(),
@@ -158,9 +161,6 @@ class RunWriter:
             "load_generator": self.load_generator_summary(),
         })
         rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, self.manifest)
-        self.records.close()
-        self.stages.close()
-        self._io.kill()
 
 
 class RunContext:
@@ -199,11 +199,13 @@ class RunContext:
 
     def flush(self, final: bool = False) -> None:
         rows, self.buffer = self.buffer, []
-        runner = self.environment.runner
-        if runner is None:
-            return
-        runner.send_message(MSG_RECORDS, {"worker": self.worker, "rows": rows,
-                                          "cpu": self.cpu.summary(), "final": final})
+        try:
+            self.environment.runner.send_message(
+                MSG_RECORDS, {"worker": self.worker, "rows": rows, "cpu": self.cpu.summary(),
+                              "final": final})
+        except Exception:
+            self.buffer = rows + self.buffer  # kept for the next batch
+            raise
 
     def flusher(self) -> None:
         while True:
