@@ -71,6 +71,12 @@ class CsvAppender:
         writer.writerows(rows)
         return buffer.getvalue()
 
+    def encode_values(self, rows: Iterable[Iterable[Any]]) -> str:
+        """Rows given as values in field order, as CSV text (faster than dicts)."""
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        return buffer.getvalue()
+
     def append_encoded(self, text: str, count: int) -> int:
         """Append text made by ``encode`` (``count`` rows), flush and fsync."""
         self._file.write(text)

@@ -129,7 +129,7 @@ class RunWriter:
             return
         rows = data.get("rows") or []
         if rows:
-            text = self.records.encode(dict(zip(RECORD_FIELDS, row)) for row in rows)
+            text = self.records.encode_values(rows)  # lists in RECORD_FIELDS order
             self._io.apply(self.records.append_encoded, (text, len(rows)))
         if data.get("cpu"):
             self.cpu_by_process[data["worker"]] = data["cpu"]
