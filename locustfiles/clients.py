@@ -1,7 +1,7 @@
 """HTTP clients that stream one chat completion and return its RequestRecord.
 
 ``FastClient`` (geventhttpclient + orjson, reading whole socket blocks) is the default: it
-costs about a tenth of the openai SDK's CPU per chunk, and a saturated client inflates every
+costs 1/10 to 1/60 of the openai SDK's CPU per chunk, and a saturated client inflates every
 latency it reports. ``OpenAIClient`` (the openai SDK) is kept for compatibility checks.
 Both feed the same ``StreamRecorder``, so a record means the same whatever the client.
 """
