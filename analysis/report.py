@@ -248,7 +248,7 @@ def at_table(result, lk: _Lookup, cmps: dict) -> Table | None:
     n_runs = {ep: result.per_run.loc[(result.per_run["endpoint"] == ep) &
                                      (result.per_run["level"] == level), "run_id"].nunique()
               for ep in result.endpoints}
-    note = (f"Mean over runs ± 95% CI half-width (runs: "
+    note = ("Mean over runs ± 95% CI half-width (runs: "
             + ", ".join(f"{ep} {n}" for ep, n in n_runs.items())
             + f"). change = B / {result.baseline} - 1 with its 95% CI in brackets; real? = the "
             "difference passes the test in Definitions (yes), does not (no: not distinguishable "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import select
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult

@@ -13,7 +13,6 @@ and finally nothing of the servers is left running.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
