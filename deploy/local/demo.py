@@ -27,7 +27,7 @@ TINY_NOTE = ("these are two tiny RANDOM models (2 layers, hidden size 128) serve
 
 # About 40 s per run, 4 runs: the whole demo, installs included, fits in about 10 minutes on
 # 2 cores. For figures worth comparing, run longer: make demo ARGS="-- --steady-s 30 --repetitions 5"
-DEMO_LOAD = ["--stages", "1,4,8,16,32", "--ramp-s", "1", "--warmup-s", "1.5", "--steady-s", "3.5",
+DEMO_LOAD = ["--stages", "1,4,8,16,32", "--ramp-s", "1", "--warmup-s", "1", "--steady-s", "5",
              "--drain-s", "0.5", "--repetitions", "2"]
 
 
