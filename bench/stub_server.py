@@ -317,6 +317,20 @@ def _frame(ev: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(ev), ev)
 
 
+_ENDING_FAULTS = ("stream_error", "truncate")   # mid-stream faults after which nothing follows
+
+
+def _fault_events(fault: str, d: float):
+    """The events a mid-stream fault injects at deadline d (None: close without [DONE])."""
+    if fault == "stream_error":
+        yield d, _ENGINE_ERROR_EVENT, False
+        yield d, _DONE_EVENT, False
+    elif fault == "truncate":
+        yield d, None, False
+    else:
+        yield d, _MALFORMED_EVENT, False
+
+
 def _plain_script(events, headers: bytes, chunked: bool):
     """Actions for a normal stream: events due at the same instant go out in one write (headers
     with the role chunk; last token, usage, [DONE] and the terminating chunk together)."""
@@ -979,14 +993,9 @@ class StubServer:
                 j = i + 1
             d = base + i * itl
             if idx == k:
-                if fault == "stream_error":
-                    yield d, _ENGINE_ERROR_EVENT, False
-                    yield d, _DONE_EVENT, False
+                yield from _fault_events(fault, d)
+                if fault in _ENDING_FAULTS:
                     return
-                if fault == "truncate":
-                    yield d, None, False
-                    return
-                yield d, _MALFORMED_EVENT, False
             yield d, head + delta + (last_tail if idx == nch - 1 else tail), first
             first = False
             last_d = d
@@ -994,14 +1003,9 @@ class StubServer:
             i = j
         if k == nch:  # the fault comes after every token (fault_after >= tokens)
             d = base + n * itl
-            if fault == "stream_error":
-                yield d, _ENGINE_ERROR_EVENT, False
-                yield d, _DONE_EVENT, False
+            yield from _fault_events(fault, d)
+            if fault in _ENDING_FAULTS:
                 return
-            if fault == "truncate":
-                yield d, None, False
-                return
-            yield d, _MALFORMED_EVENT, False
             last_d = d
         if include_usage and fault != "no_usage":
             yield last_d, self._usage_event(cid, created, prompt_tokens, n, r), False

@@ -151,3 +151,15 @@ def exporter_process(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Po
             except OSError:
                 time.sleep(0.1)
         yield proc, port
+
+
+def real_nvml_present() -> bool:
+    """Whether this machine has a working NVIDIA driver (the fake-NVML tests then step aside)."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True

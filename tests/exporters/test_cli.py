@@ -8,21 +8,13 @@ import socket
 import subprocess
 import time
 
-import pynvml
 import pytest
 
 from exporters.__main__ import main
 
-from exporter_testlib import PYTHON, REPO, exporter_process, free_port, http_get, series
+from exporter_testlib import (PYTHON, REPO, exporter_process, free_port, http_get,
+                              real_nvml_present, series)
 
-
-def _real_nvml_present() -> bool:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True
 
 
 @pytest.mark.parametrize("port,why", [(8000, "vLLM"), (9400, "dcgm-exporter")])
@@ -78,7 +70,7 @@ def test_serves_metrics_and_healthz_and_stops_on_sigterm(tmp_path) -> None:
 
 
 def test_without_nvml_warns_about_selector_and_serves_nvml_up_0(tmp_path) -> None:
-    if _real_nvml_present():
+    if real_nvml_present():
         pytest.skip("a real NVIDIA driver is present")
     sleeper = subprocess.Popen(["sleep", "30"])
     try:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
-import pynvml
 import pytest
 
-from exporter_testlib import PYTHON, REPO
+from exporter_testlib import PYTHON, REPO, real_nvml_present
 
-
-def _nvml_present() -> bool:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True
 
 
 def test_gpu_check_without_gpu_fails_cleanly() -> None:
-    if _nvml_present():
+    if real_nvml_present():
         pytest.skip("an NVIDIA driver is present: run `python -m exporters.gpu_check` instead")
     out = subprocess.run([PYTHON, "-m", "exporters.gpu_check"], cwd=REPO, capture_output=True,
                          text=True, timeout=30)
