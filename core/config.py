@@ -70,6 +70,7 @@ class LoadSettings:
     prompts_file: str = ""
     client: str = "fast"                     # fast (geventhttpclient) or openai (SDK)
     max_in_flight: int = 1024                # open loop: cap on concurrent streams per process
+    start_spread_s: float = 1.0              # closed loop: a new user's first request waits 0..this
 
     @property
     def stage_duration_s(self) -> float:
@@ -202,7 +203,7 @@ def validate_load(load: LoadSettings) -> None:
         raise ConfigError(f"[load] stages = {list(load.stages)}: give one or more user counts >= 1")
     if not load.rates or any(r <= 0 for r in load.rates):
         raise ConfigError(f"[load] rates = {list(load.rates)}: give one or more rates > 0")
-    for name in ("ramp_s", "warmup_s", "drain_s"):
+    for name in ("ramp_s", "warmup_s", "drain_s", "start_spread_s"):
         if getattr(load, name) < 0:
             raise ConfigError(f"[load] {name} must be >= 0")
     if load.steady_s <= 0:

@@ -92,7 +92,8 @@ FIELD_DEFINITIONS: dict[str, str] = {
     "scheduled_unix": "Open-loop mode: when the Poisson schedule wanted the request sent; NaN otherwise.",
     "send_lag_s": "Open-loop mode: start_unix - scheduled_unix; grows when the generator falls behind.",
     "ttft_s": "TTFT: request sent -> first streamed token of any kind (reasoning or answer). "
-    "Role-only and empty chunks do not count.",
+    "Role-only and empty chunks do not count. Chunk times are when the bytes reached the host "
+    "(the kernel's receive stamp, fast client on Linux), not when the client read them.",
     "ttfat_s": "TTFAT: request sent -> first answer token (delta.content), after any reasoning.",
     "e2e_s": "E2E: request sent -> stream finished (data: [DONE], or the last byte).",
     "tpot_s": "TPOT: (E2E - TTFT) / (output_tokens - 1); NaN with fewer than 2 output tokens.",

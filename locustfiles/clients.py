@@ -13,6 +13,7 @@ import time
 from time import perf_counter
 from typing import Any, Protocol
 
+import gevent.socket
 import orjson
 from gevent import GreenletExit
 from geventhttpclient import HTTPClient
@@ -71,8 +72,28 @@ class _ConnectPhase:
             raise ConnectFailed(exc) from exc
 
 
+class StampedSocket(gevent.socket.socket):
+    """A gevent socket whose reads remember when their data reached the host.
+
+    geventhttpclient reads the response headers (and whatever body came with them) through
+    ``recv``; when the process was busy at that moment, the first token may already be in that
+    read, and its time must be the kernel's, not the moment the greenlet got to it.
+    """
+
+    arrived = 0.0  # perf_counter() scale: when the last read's data reached the host
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        data, ancillary, _flags, _addr = self.recvmsg(bufsize, reactor.ANCILLARY_SPACE, flags)
+        now = perf_counter()
+        self.arrived = reactor.arrival_time(ancillary, now, time.time() - now, 0.0)
+        return data
+
+
 class _Pool(_ConnectPhase, ConnectionPool):
-    pass
+    def _create_tcp_socket(self, family: int, socktype: int, protocol: int):  # type: ignore[no-untyped-def]
+        sock = StampedSocket(family, socktype, protocol)
+        reactor.enable_arrival_stamps(sock)
+        return sock
 
 
 class _SSLPool(_ConnectPhase, SSLConnectionPool):
@@ -107,6 +128,8 @@ class FastClient:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self.http = self._new_http()
+        # TLS streams are decrypted by the ssl module, so only plain sockets go to the reactor
+        self._use_reactor = reactor.AVAILABLE and url.scheme != "https"
 
     def _new_http(self) -> HTTPClient:
         settings = self.endpoint.request
@@ -143,8 +166,9 @@ class FastClient:
             status = response.status_code
             if status != 200:
                 raise self._http_failure(response, status)
-            if reactor.AVAILABLE and response._sock is not None:
-                stream = reactor.Stream(response, recorder, self.endpoint.request.read_timeout_s)
+            if self._use_reactor and response._sock is not None:
+                stream = reactor.Stream(response, recorder, self.endpoint.request.read_timeout_s,
+                                        getattr(response._sock, "arrived", None) or None)
                 failure = reactor.reactor().wait(stream)
                 if failure is not None:
                     raise failure

@@ -8,12 +8,20 @@ descriptor, and each wake-up reads every socket that has data, so chunks that ar
 
 The request's own greenlet sends the request and reads the headers as usual, hands the socket
 here, and sleeps until the stream ends.
+
+Arrival times come from the kernel, not from the reader's clock: each socket has
+SO_TIMESTAMPNS set, so every read returns the time its (last) packet reached the host. A chunk's
+timestamp therefore does not depend on how long it waited for the reader: when the load
+generator is busy (hundreds of streams, a garbage collection, a batch of records to send), the
+reader falls behind but the times it records do not.
 """
 
 from __future__ import annotations
 
 import select
-from time import perf_counter
+import socket
+import struct
+from time import perf_counter, time
 from typing import Any
 
 import gevent
@@ -25,6 +33,40 @@ from locustfiles.stream import StreamFailure, StreamRecorder
 
 READ_BLOCK = 65536
 DEADLINE_CHECK_S = 0.1
+
+# The kernel's receive timestamp (CLOCK_REALTIME, struct timespec) for each read. Linux only;
+# elsewhere reads are stamped with the reader's clock, as without the option.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if hasattr(socket, "SO_REUSEPORT") else 0)
+_TIMESPEC = struct.Struct("@ll")
+ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def arrival_time(ancillary: list[tuple[int, int, bytes]], now: float, clock_offset: float,
+                 not_before: float) -> float:
+    """When a read's data reached the host, on the perf_counter() scale; ``now`` if unknown.
+
+    ``ancillary`` is what recvmsg returned, ``clock_offset`` is time() - perf_counter(). A
+    stamp after ``now`` or before ``not_before`` (the previous read) means the wall clock was
+    stepped in between, and the reader's own time is kept.
+    """
+    for _level, kind, value in ancillary:
+        if kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+            arrived = seconds - clock_offset + nanoseconds * 1e-9
+            if not_before <= arrived <= now:
+                return arrived
+    return now
+
+
+def enable_arrival_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each read from ``sock`` with its arrival time; False if it can't."""
+    if not SO_TIMESTAMPNS or not ANCILLARY_SPACE:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
 
 
 def _original_epoll() -> type | None:
@@ -47,9 +89,10 @@ class Stream:
     """The body of one streamed response, read by the reactor."""
 
     __slots__ = ("response", "raw", "fd", "recorder", "decoder", "read_timeout_s", "last_read",
-                 "done", "result")
+                 "headers_arrived", "last_arrival", "done", "result")
 
-    def __init__(self, response: Any, recorder: StreamRecorder, read_timeout_s: float):
+    def __init__(self, response: Any, recorder: StreamRecorder, read_timeout_s: float,
+                 headers_arrived: float | None = None):
         self.response = response
         self.raw = response._sock._sock  # the plain non-blocking socket under gevent's wrapper
         self.fd = self.raw.fileno()
@@ -57,17 +100,26 @@ class Stream:
         self.decoder = SSEDecoder()
         self.read_timeout_s = read_timeout_s
         self.last_read = perf_counter()
+        self.headers_arrived = headers_arrived
+        self.last_arrival = headers_arrived if headers_arrived is not None else recorder.start
         self.done = False
         self.result: AsyncResult = AsyncResult()
 
     def consume_buffered(self, now: float) -> bool:
-        """Parse body bytes already read with the headers; True when the stream is over."""
-        return self._parse(now)
+        """Parse body bytes already read with the headers; True when the stream is over.
 
-    def on_readable(self, now: float) -> bool:
-        """Read what the socket has; True when the stream is over (result set)."""
+        They arrived with the headers' last read: ``headers_arrived`` when that is known.
+        """
+        return self._parse(now if self.headers_arrived is None else self.headers_arrived)
+
+    def on_readable(self, now: float, clock_offset: float) -> bool:
+        """Read what the socket has; True when the stream is over (result set).
+
+        ``now`` is the reader's perf_counter() and ``clock_offset`` is time() - perf_counter(),
+        to turn the kernel's wall-clock arrival stamp into the perf_counter() scale.
+        """
         try:
-            data = self.raw.recv(READ_BLOCK)
+            data, ancillary, _flags, _addr = self.raw.recvmsg(READ_BLOCK, ANCILLARY_SPACE)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -75,6 +127,9 @@ class Stream:
                                      200))
             return True
         self.last_read = now
+        if ancillary:
+            now = arrival_time(ancillary, now, clock_offset, self.last_arrival)
+        self.last_arrival = now
         if not data:
             return self._end(now, "the server closed the connection before data: [DONE]")
         try:
@@ -180,9 +235,10 @@ class StreamReactor:
                 waiter.get()
                 continue
             now = perf_counter()
+            offset = time() - now
             for fd, _events in ready:
                 stream = streams.get(fd)
-                if stream is not None and stream.on_readable(now):
+                if stream is not None and stream.on_readable(now, offset):
                     self._forget(stream)
         self._loop = None
 

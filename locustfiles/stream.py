@@ -43,7 +43,7 @@ class StreamRecorder:
     """
 
     __slots__ = ("record", "start", "first", "first_answer", "last", "gaps", "reasoning_chunks",
-                 "answer_chunks", "chunks", "usage", "done")
+                 "answer_chunks", "chunks", "usage", "done", "done_at")
 
     def __init__(self, record: RequestRecord, start: float):
         self.record = record
@@ -57,11 +57,13 @@ class StreamRecorder:
         self.answer_chunks = 0
         self.usage: dict[str, Any] | None = None
         self.done = False
+        self.done_at: float | None = None
 
     def on_payload(self, payload: bytes, now: float) -> bool:
         """Handle one SSE data payload; True once ``[DONE]`` arrived."""
         if payload == b"[DONE]":
             self.done = True
+            self.done_at = now
             return True
         try:
             chunk = orjson.loads(payload)
@@ -105,7 +107,13 @@ class StreamRecorder:
 
     def finish(self, end: float, failure: StreamFailure | None = None,
                http_status: int = 200) -> RequestRecord:
-        """Fill the record from what was seen; ``failure`` None means the stream ended well."""
+        """Fill the record from what was seen; ``failure`` None means the stream ended well.
+
+        ``end`` is when the client finished; a stream that delivered ``[DONE]`` ends when
+        ``[DONE]`` arrived instead, so E2E does not include the reader's own delay.
+        """
+        if self.done_at is not None and failure is None:
+            end = self.done_at
         rec = self.record
         start = self.start
         rec.e2e_s = end - start

@@ -52,8 +52,12 @@ def report(environment: Any, record: RequestRecord) -> None:
             response_length=0, exception=None, context={})
 
 
-class ChatUser(User):
-    """Streams chat completions to one endpoint, back to back (closed loop)."""
+class StreamingUser(User):
+    """What both load modes share: the endpoint, prompts, clients, and sending one request.
+
+    It has no task: Locust gives a subclass its bases' tasks too, so each mode's task lives
+    only in its own class.
+    """
 
     abstract = True
     endpoint_label = ""
@@ -79,6 +83,7 @@ class ChatUser(User):
             runtime.log.error("%s", exc)
             raise StopUser() from exc
         self._idle: list[ChatClient] = []
+        self._spread = False
 
     def on_stop(self) -> None:
         for client in self._idle:
@@ -98,12 +103,30 @@ class ChatUser(User):
             report(self.environment, record)
             self._idle.append(client)
 
+
+class ChatUser(StreamingUser):
+    """Streams chat completions to one endpoint, back to back (closed loop).
+
+    The first request waits a random 0..``start_spread_s``, so users started together do not
+    send together.
+    """
+
+    abstract = True
+
     @task
     def chat(self) -> None:
+        if not self._spread:
+            # Locust starts floor(spawn rate) users at once every second; without a spread
+            # their requests would leave together, and with fixed output lengths they would
+            # stay in step for the rest of the stage (bursts no real traffic has).
+            self._spread = True
+            spread = runtime.context().load.start_spread_s
+            if spread > 0:
+                gevent.sleep(self.rng.uniform(0.0, spread))
         self.send(next(self.prompts))
 
 
-class OpenLoopUser(ChatUser):
+class OpenLoopUser(StreamingUser):
     """Sends requests at Poisson arrival times, whether or not earlier ones finished.
 
     The rate comes from the stage tags (the stage's rate divided among generator users). A send

@@ -170,3 +170,65 @@ def test_the_epoll_reader_survives_locusts_monkey_patching():
             "from locustfiles import reactor; print(reactor.AVAILABLE)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("read_by", ["reactor", "header read"])
+def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch, read_by):
+    # The whole process is blocked (as by a long GC pause or a busy pass over many streams)
+    # until ~130 ms after the send; the first token arrives at ~50 ms and is read only after:
+    # - "reactor": the headers were read first, the token is read by the epoll reader;
+    # - "header read": the block comes right after the send, so the token comes in the same
+    #   read as the headers (geventhttpclient's).
+    # Either way its TTFT must be the ~50 ms at which it reached the host (the kernel's
+    # stamp), not the time it was read.
+    import gevent
+    from gevent.monkey import get_original
+
+    from locustfiles import clients, reactor
+
+    if not reactor.SO_TIMESTAMPNS:
+        pytest.skip("no kernel receive timestamps on this platform")
+    url = stub(ttft_ms=50, itl_ms=150)
+    ep = Endpoint(label="A", base_url=url, model="stub-model",
+                  request=RequestSettings(max_tokens=3, read_timeout_s=5.0))
+    blocking_sleep = get_original("time", "sleep")
+    client = FastClient(ep)
+    try:
+        body = chat_body(ep, [{"role": "user", "content": "hello"}])
+        assert client.stream_chat(body, RequestRecord()).ok  # connected: the next send is instant
+        if read_by == "header read":
+            send = clients.StampedSocket.sendall
+
+            def send_then_block(self, data, *args):
+                send(self, data, *args)
+                blocking_sleep(0.130)
+
+            monkeypatch.setattr(clients.StampedSocket, "sendall", send_then_block)
+            record = client.stream_chat(body, RequestRecord())
+        else:
+            job = gevent.spawn(client.stream_chat, body, RequestRecord())
+            gevent.sleep(0.010)       # the request is sent and the headers read
+            blocking_sleep(0.120)
+            record = job.get(timeout=5)
+    finally:
+        client.close()
+    assert record.ok, record.error_message
+    assert 0.045 <= record.ttft_s < 0.095, record.ttft_s   # read at >= 0.130 s
+    assert 0.345 <= record.e2e_s < 0.40, record.e2e_s      # [DONE] at ~0.35 s, read promptly
+    assert record.itl_p50_s == pytest.approx(0.150, abs=0.02)
+
+
+def test_each_load_mode_has_only_its_own_task(tmp_path):
+    # Locust hands a subclass its bases' tasks too: an open-loop user must never also run
+    # the closed-loop task (it would send extra back-to-back requests).
+    import subprocess
+    import sys
+
+    code = ("import locustfiles.users as u\n"
+            "print([t.__name__ for t in u.OpenLoop_A.tasks], [t.__name__ for t in u.ChatUser.tasks])")
+    cfg = tmp_path / "ep.json"
+    cfg.write_text('{"endpoints": [{"label": "A", "base_url": "http://127.0.0.1:9/v1", '
+                   '"model": "m"}]}')
+    out = subprocess.run([sys.executable, "-c", code, "--endpoints-file", str(cfg),
+                          "--mode", "open"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "['generate'] ['chat']", out.stderr

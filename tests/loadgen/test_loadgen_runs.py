@@ -134,6 +134,9 @@ def test_streams_in_flight_at_the_end_are_recorded(stub, tmp_path):
     interrupted = records[records["error_category"] == "interrupted"]
     assert len(interrupted) == 4          # one stream per user was cut
     assert (interrupted["chunks"] > 0).all()
+    # Locust starts the 4 users at once; their first requests are spread over start_spread_s
+    firsts = records.sort_values("start_unix")["start_unix"].head(4)
+    assert firsts.max() - firsts.min() > 0.05
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(records) == manifest["locust_requests"] == locust_chat_count(run_dir)
 

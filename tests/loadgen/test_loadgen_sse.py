@@ -55,3 +55,19 @@ def test_whole_events_with_blank_line_runs_and_comments():
     decoder = SSEDecoder()
     chunk = b'data: {"a": 1}\n\n\n\n: ping\n\ndata: x\ndata: y\n\ndata:[DONE]\n\n'
     assert decoder.feed(chunk) == [b'{"a": 1}', b"x\ny", b"[DONE]"]
+
+
+def test_reads_that_almost_look_like_one_event_are_not_cut_short():
+    # one-event reads take a shortcut; these look like one event but are not
+    cases = [
+        ([b"data: a\nb\n\n"], [b"a"]),                       # "b" is an unknown field line
+        ([b"data: a\ndata: b\n\n"], [b"a\nb"]),               # two data lines, one event
+        ([b"data: a\n\n", b"data: b\r\n\r\n"], [b"a", b"b"]),
+        ([b"data: a\nX", b"\n\n"], [b"a"]),                    # ends mid-line
+        ([b"data: a\n", b"\ndata: b\n\n"], [b"a", b"b"]),
+    ]
+    for reads, expected in cases:
+        decoder = SSEDecoder()
+        events = [e for read in reads for e in decoder.feed(read)]
+        assert events == expected, reads
+        assert decoder.close() is None, reads
