@@ -91,6 +91,8 @@ class StampedSocket(gevent.socket.socket):
 
 class _Pool(_ConnectPhase, ConnectionPool):
     def _create_tcp_socket(self, family: int, socktype: int, protocol: int):  # type: ignore[no-untyped-def]
+        if not reactor.STAMPS_AVAILABLE:
+            return super()._create_tcp_socket(family, socktype, protocol)
         sock = StampedSocket(family, socktype, protocol)
         reactor.enable_arrival_stamps(sock)
         return sock

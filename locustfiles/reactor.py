@@ -21,6 +21,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import sys
 from time import perf_counter, time
 from typing import Any
 
@@ -36,9 +37,11 @@ DEADLINE_CHECK_S = 0.1
 
 # The kernel's receive timestamp (CLOCK_REALTIME, struct timespec) for each read. Linux only;
 # elsewhere reads are stamped with the reader's clock, as without the option.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if hasattr(socket, "SO_REUSEPORT") else 0)
+_ON_LINUX = sys.platform.startswith("linux")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if _ON_LINUX else 0  # 35 on every Linux arch
 _TIMESPEC = struct.Struct("@ll")
 ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+STAMPS_AVAILABLE = bool(SO_TIMESTAMPNS and ANCILLARY_SPACE)
 
 
 def arrival_time(ancillary: list[tuple[int, int, bytes]], now: float, clock_offset: float,
@@ -60,7 +63,7 @@ def arrival_time(ancillary: list[tuple[int, int, bytes]], now: float, clock_offs
 
 def enable_arrival_stamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp each read from ``sock`` with its arrival time; False if it can't."""
-    if not SO_TIMESTAMPNS or not ANCILLARY_SPACE:
+    if not STAMPS_AVAILABLE:
         return False
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -100,6 +103,8 @@ class Stream:
         self.decoder = SSEDecoder()
         self.read_timeout_s = read_timeout_s
         self.last_read = perf_counter()
+        if headers_arrived is not None and headers_arrived < recorder.start:
+            headers_arrived = None  # the wall clock was stepped back: no usable stamp
         self.headers_arrived = headers_arrived
         self.last_arrival = headers_arrived if headers_arrived is not None else recorder.start
         self.done = False

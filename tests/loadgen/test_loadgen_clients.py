@@ -186,7 +186,7 @@ def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch,
 
     from locustfiles import clients, reactor
 
-    if not reactor.SO_TIMESTAMPNS:
+    if not reactor.STAMPS_AVAILABLE:
         pytest.skip("no kernel receive timestamps on this platform")
     url = stub(ttft_ms=50, itl_ms=150)
     ep = Endpoint(label="A", base_url=url, model="stub-model",
@@ -232,3 +232,24 @@ def test_each_load_mode_has_only_its_own_task(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, "--endpoints-file", str(cfg),
                           "--mode", "open"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "['generate'] ['chat']", out.stderr
+
+
+def test_a_kernel_stamp_outside_the_read_window_is_not_trusted():
+    # a wall-clock step between the stamp and the read would put a stamp in the future or
+    # before the previous read: then the reader's own time is the better answer
+    import struct
+
+    from locustfiles import reactor
+
+    def ancillary(wall: float) -> list:
+        seconds = int(wall)
+        return [(socket.SOL_SOCKET, reactor.SO_TIMESTAMPNS,
+                 struct.pack("@ll", seconds, round((wall - seconds) * 1e9)))]
+
+    offset = 1_700_000_000.0          # time() - perf_counter()
+    now = 500.0                       # the reader's perf_counter()
+    stamp = ancillary(offset + 499.990)
+    assert reactor.arrival_time(stamp, now, offset, 499.0) == pytest.approx(499.990, abs=1e-6)
+    assert reactor.arrival_time(ancillary(offset + 500.5), now, offset, 499.0) == now
+    assert reactor.arrival_time(ancillary(offset + 498.5), now, offset, 499.0) == now
+    assert reactor.arrival_time([], now, offset, 499.0) == now
