@@ -62,11 +62,12 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
                                                "model": "stub-model"}])
     run_dir = tmp_path / "run"
     port = _free_port()
+    log = open(tmp_path / "locust.out", "wb")
     locust = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
          "--endpoints-file", str(cfg), "--run-dir", str(run_dir), "--web-host", "127.0.0.1",
          "--web-port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     browser = None
     try:
         browser = _browser()
@@ -101,9 +102,14 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
             locust.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(locust.pid, signal.SIGKILL)
+            locust.wait()
+    log.close()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     table = pd.read_csv(run_dir / "records.csv")
-    assert manifest["status"] == "complete" and manifest["mode"] == "manual"
+    output = (tmp_path / "locust.out").read_text(errors="replace")[-3000:]
+    assert manifest["status"] == "complete" and manifest["mode"] == "manual", (
+        f"Locust's exit code after SIGINT: {locust.returncode} (-9: killed after 30 s); "
+        f"its output ends with:\n{output}")
     assert len(table) == manifest["records_written"] == manifest["locust_requests"] > 30
     assert set(table["phase"]) == {"manual"}
     # Stop without --stop-timeout kills the users: their open streams are recorded as such
