@@ -176,7 +176,9 @@ class MetricsCapture:
         self.targets = list(targets)
         self.out_path = Path(out_path)
         self.interval_s = float(interval_s)
-        self.timeout_s = float(timeout_s) if timeout_s else max(0.2, min(2.0, 0.8 * self.interval_s))
+        # A model server busy on a few CPU cores can take over a second to render /metrics;
+        # a slow answer is a late sample (the loop skips the ticks it missed), not a gap.
+        self.timeout_s = float(timeout_s) if timeout_s else max(2.0, self.interval_s)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []

@@ -162,7 +162,13 @@ def test_sweep_against_real_vllm(servers, tmp_path):
         exporter = metrics[metrics["source"] == "exporter"]
         cpu = exporter[exporter["metric"] == "server_process_cpu_seconds_total"]
         assert len(cpu) >= 5 and cpu["value"].is_monotonic_increasing
-        assert (metrics[metrics["metric"] == "scrape_up"]["value"] == 1).all()
+        # Scrapes succeed. A 2-core machine running two CPU model servers, their exporters and
+        # Locust can still miss the 2 s scrape timeout now and then: that is a gap the report
+        # shows, so allow a few, but only timeouts (a refused or broken scrape is a bug).
+        up = metrics[metrics["metric"] == "scrape_up"]
+        failed = up[up["value"] != 1]
+        assert len(failed) <= 0.05 * len(up), failed.to_string()
+        assert failed["labels"].eq('error="timeout"').all(), failed.to_string()
     report = campaign / "report"
     html = (report / "report.html").read_text()
     assert "qwen3" in html and "qwen2" in html and "data:image/png;base64," in html
