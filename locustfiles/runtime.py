@@ -16,8 +16,10 @@ import dataclasses
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,7 +528,20 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
              ctx.writer.records.rows_written)
 
 
+def honour_sigint() -> None:
+    """Let SIGINT stop this Locust process even when it was started with SIGINT ignored.
+
+    A shell starts background jobs (``make ui &``, a CI script) with SIGINT ignored, and Python
+    keeps an inherited "ignore"; Locust would then never see Ctrl-C, nor the SIGINT that the
+    campaign runner stops it with, and the run directory would never be finalized.
+    """
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def install(events: Any) -> None:
+    honour_sigint()
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.test_start.add_listener(on_test_start)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from loadgen_helpers import run_campaign, write_config
+from loadgen_helpers import ROOT, run_campaign, write_config
 from core.records import RECORD_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -139,6 +143,36 @@ def test_streams_in_flight_at_the_end_are_recorded(stub, tmp_path):
     assert firsts.max() - firsts.min() > 0.05
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(records) == manifest["locust_requests"] == locust_chat_count(run_dir)
+
+
+def test_sigint_stops_locust_started_with_sigint_ignored(stub, tmp_path):
+    # A shell starts background jobs with SIGINT ignored (`make ui &`, CI scripts) and Python
+    # keeps that; Ctrl-C, and the campaign runner's stop, must still end the run cleanly.
+    url = stub(ttft_ms=10, itl_ms=3)
+    cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
+                                               "model": "stub-model"}])
+    run_dir = tmp_path / "run"
+    locust = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
+         "--endpoints-file", str(cfg), "--run-dir", str(run_dir), "--headless", "-u", "2",
+         "-r", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        records = run_dir / "records.csv"
+        deadline = time.monotonic() + 30
+        while not (records.is_file() and len(records.read_text().splitlines()) > 10):
+            assert time.monotonic() < deadline and locust.poll() is None, "no records written"
+            time.sleep(0.2)
+        locust.send_signal(signal.SIGINT)
+        output, _ = locust.communicate(timeout=20)
+    finally:
+        if locust.poll() is None:
+            locust.kill()
+            locust.wait()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete", output.decode(errors="replace")[-2000:]
+    assert len(read_records(run_dir)) == manifest["records_written"] == manifest["locust_requests"]
 
 
 def test_open_loop_keeps_the_arrival_rate_and_records_send_lag(stub, tmp_path):
