@@ -20,6 +20,7 @@ import gevent
 from gevent.pool import Pool
 from locust import User, events, task
 from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from core.config import ConfigError, load_config
 from core.records import RequestRecord
@@ -89,6 +90,19 @@ class StreamingUser(User):
         for client in self._idle:
             client.close()
         self._idle.clear()
+
+    def stop(self, force: bool = False) -> bool:
+        """A graceful stop (``--stop-timeout``) lets the request in flight finish.
+
+        Locust kills at once a user it finds between tasks. With no wait time that user has
+        already been woken to run its next task, which then starts a request before the kill
+        lands, ~10 ms in: a stream cut for nothing. Marking it stopping ends it cleanly at its
+        next task boundary instead.
+        """
+        if not force and self._state == LOCUST_STATE_WAITING:
+            self._state = LOCUST_STATE_STOPPING
+            return False
+        return super().stop(force)
 
     def send(self, messages: list[dict[str, Any]], scheduled_unix: float | None = None) -> None:
         ctx = runtime.context()

@@ -145,6 +145,23 @@ def test_streams_in_flight_at_the_end_are_recorded(stub, tmp_path):
     assert len(records) == manifest["locust_requests"] == locust_chat_count(run_dir)
 
 
+def test_a_graceful_stop_cuts_no_stream(stub, tmp_path):
+    # Back-to-back short streams: at any moment many users are between two requests, the state
+    # in which Locust kills a user at once (and the kill landed inside its next request).
+    url = stub(ttft_ms=0, itl_ms=0)
+    cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
+                                               "model": "stub-model"}],
+                       load={"stages": [64], "ramp_s": 0.2, "warmup_s": 0.5, "steady_s": 2.0,
+                             "drain_s": 0.2, "start_spread_s": 0.0},
+                       request={"max_tokens": 128})
+    result = run_campaign(["--endpoints-file", str(cfg), "--results-dir", str(tmp_path / "res"),
+                           "--no-preflight", "--no-report", "--stop-timeout", "10"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = read_records(next((tmp_path / "res").iterdir()) / "runs" / "r01-A")
+    assert len(records) > 200
+    assert records["ok"].all(), records.loc[~records["ok"], "error_category"].value_counts()
+
+
 def test_sigint_stops_locust_started_with_sigint_ignored(stub, tmp_path):
     # A shell starts background jobs with SIGINT ignored (`make ui &`, CI scripts) and Python
     # keeps that; Ctrl-C, and the campaign runner's stop, must still end the run cleanly.
