@@ -34,6 +34,10 @@ from locustfiles.stream import StreamFailure, StreamRecorder
 
 READ_BLOCK = 65536
 DEADLINE_CHECK_S = 0.1
+# Longest the reader keeps the process to itself while sockets stay readable: then the other
+# greenlets (users whose streams ended, the record flusher, metric capture) get a turn.
+MAX_BUSY_S = 0.005
+YIELD_S = 0.0001
 
 # The kernel's receive timestamp (CLOCK_REALTIME, struct timespec) for each read. Linux only;
 # elsewhere reads are stamped with the reader's clock, as without the option.
@@ -233,18 +237,32 @@ class StreamReactor:
     def _run(self) -> None:
         poll = self._epoll.poll
         streams = self._streams
+        busy_since = perf_counter()
         while streams:
             ready = poll(0)
             if not ready:
                 self._waiter = waiter = Waiter()
                 waiter.get()
+                busy_since = perf_counter()
                 continue
             now = perf_counter()
             offset = time() - now
+            ended = False
             for fd, _events in ready:
                 stream = streams.get(fd)
                 if stream is not None and stream.on_readable(now, offset):
                     self._forget(stream)
+                    ended = True
+            # While data keeps coming (a reader behind its sockets), poll(0) is never empty and
+            # this loop would never yield: a user whose stream ended would wait to send its
+            # next request until every other stream had ended too.
+            if perf_counter() - busy_since > MAX_BUSY_S:
+                # A timer, so the event loop turns: sleep(0) would only run pending callbacks,
+                # not timers or other I/O (and idle() never comes while sockets are readable).
+                gevent.sleep(YIELD_S)
+                busy_since = perf_counter()
+            elif ended:
+                gevent.sleep(0)  # the users whose streams ended resume (their wake-ups are callbacks)
         self._loop = None
 
     def _check_deadlines(self) -> None:

@@ -2,6 +2,7 @@
 
 import math
 import socket
+import time
 
 import pytest
 
@@ -253,3 +254,59 @@ def test_a_kernel_stamp_outside_the_read_window_is_not_trusted():
     assert reactor.arrival_time(ancillary(offset + 500.5), now, offset, 499.0) == now
     assert reactor.arrival_time(ancillary(offset + 498.5), now, offset, 499.0) == now
     assert reactor.arrival_time([], now, offset, 499.0) == now
+
+
+_FLOOD_SERVER = r"""
+import json, socket, sys
+events = b"".join(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "tok"}}]}).encode() + b"\n\n" for _ in range(int(sys.argv[1])))
+body = events + b"data: [DONE]\n\n"
+head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+conn.recv(65536)
+conn.sendall(head + body)
+conn.recv(1)
+"""
+
+
+def test_a_stream_that_is_always_readable_does_not_starve_other_greenlets():
+    # A stream whose socket always has data (the reader is behind: a flood of small events, or
+    # a load generator short of CPU) keeps epoll answering "ready". The reader must still let
+    # the other greenlets of the process run: users whose streams ended, the record flusher,
+    # metric capture. Otherwise they all wait for the flood to end.
+    import subprocess
+    import sys
+
+    import gevent
+
+    server = subprocess.Popen([sys.executable, "-c", _FLOOD_SERVER, "200000"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        ep = endpoint(f"http://127.0.0.1:{port}/v1", read_timeout=30.0)
+        ticks: list[float] = []
+
+        def ticker() -> None:
+            while True:
+                ticks.append(time.perf_counter())
+                gevent.sleep(0.001)
+
+        beat = gevent.spawn(ticker)
+        client = FastClient(ep)
+        try:
+            start = time.perf_counter()
+            record = client.stream_chat(chat_body(ep, [{"role": "user", "content": "hi"}]),
+                                        RequestRecord())
+            end = time.perf_counter()
+        finally:
+            client.close()
+            beat.kill()
+    finally:
+        server.kill()
+        server.wait()
+    assert record.ok and record.chunks == 200000, record.error_message
+    during = [t for t in ticks if start <= t <= end]
+    longest = max(b - a for a, b in zip([start, *during], [*during, end]))
+    assert end - start > 0.3, "the flood was read too fast to test anything"
+    assert longest < 0.1, f"other greenlets waited {longest * 1e3:.0f} ms in a {end - start:.2f} s read"
