@@ -19,7 +19,7 @@ help:
 	@echo "make loadtest   sweep the endpoints in \$$CONFIG headless, then build the report"
 	@echo "make ui         the Locust web UI on the same user classes"
 	@echo "make report RUNS=results/...   rebuild a report"
-	@echo "make bench      load-generator speed/accuracy, exporter and report benchmarks"
+	@echo "make bench      load-generator speed/accuracy, wire truth (packet capture), exporter and report benchmarks"
 	@echo "make exporter   run the GPU/process exporter"
 	@echo "make servers    start the two local tiny vLLM servers (with exporters) until Ctrl-C"
 	@echo "make gpu-check  exporter check on a real NVIDIA GPU under a torch matmul load"
@@ -51,7 +51,7 @@ servers: setup
 gpu-check: setup
 	$(PY) -m exporters.gpu_check $(ARGS)
 
-bench: setup
+bench: setup system-deps
 	$(PY) -m bench
 
 loadtest: setup

@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class RequestSettings:
     max_tokens: int = 128
+    max_tokens_min: int = 0      # > 0: each request draws max_tokens from [this, max_tokens]
     temperature: float = 0.5
     ignore_eos: bool = True
     connect_timeout_s: float = 10.0
@@ -163,6 +164,7 @@ def _endpoint(raw: dict[str, Any], index: int, defaults: RequestSettings) -> End
     where = f"endpoint {data['label']!r}"
     validate_base_url(data["base_url"], where)
     request = _build(RequestSettings, f"{where} request", data.pop("request", {}), defaults)
+    validate_request(request, f"{where} request")
     known = {f.name for f in dataclasses.fields(Endpoint)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -192,6 +194,14 @@ def parse_config(data: dict[str, Any], source: str = "") -> SuiteConfig:
     config = SuiteConfig(endpoints=endpoints, load=load, source=source)
     validate_load(config.load)
     return config
+
+
+def validate_request(request: RequestSettings, section: str = "request") -> None:
+    if request.max_tokens < 1:
+        raise ConfigError(f"[{section}] max_tokens must be >= 1")
+    if request.max_tokens_min and not 1 <= request.max_tokens_min <= request.max_tokens:
+        raise ConfigError(f"[{section}] max_tokens_min = {request.max_tokens_min}: use 0 (every "
+                          f"request asks for max_tokens) or 1..max_tokens ({request.max_tokens})")
 
 
 def validate_load(load: LoadSettings) -> None:

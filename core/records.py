@@ -47,9 +47,13 @@ class RequestRecord:
     phase: str = "manual"
     worker: str = ""
     client: str = ""
+    request_id: str = ""
     start_unix: float = NAN
+    send_stamp: str = "client"
+    presend_s: float = NAN
     scheduled_unix: float = NAN
     send_lag_s: float = NAN
+    requested_tokens: int = 0
     ttft_s: float = NAN
     ttfat_s: float = NAN
     e2e_s: float = NAN
@@ -88,9 +92,21 @@ FIELD_DEFINITIONS: dict[str, str] = {
     "Only steady requests enter the results.",
     "worker": "Which load-generator process sent the request (host:pid).",
     "client": "The HTTP client used: fast (geventhttpclient) or openai (the SDK).",
-    "start_unix": "Wall-clock time the request was sent (Unix seconds).",
-    "scheduled_unix": "Open-loop mode: when the Poisson schedule wanted the request sent; NaN otherwise.",
-    "send_lag_s": "Open-loop mode: start_unix - scheduled_unix; grows when the generator falls behind.",
+    "request_id": "Unique id of the request, sent as its X-Request-Id header: joins the record to "
+    "server logs and to a packet capture.",
+    "start_unix": "Wall-clock time the request left the host (Unix seconds): the kernel's transmit "
+    "stamp when send_stamp is kernel, else the client's clock just before sending. Every interval "
+    "below (TTFT, TTFAT, E2E) starts here.",
+    "send_stamp": "Where start_unix came from: kernel (the transmit stamp of the request's first "
+    "write; fast client on Linux) or client (the load generator's clock).",
+    "presend_s": "Pre-send delay: from the client starting the request (connection from the pool, "
+    "HTTP framing) to its bytes leaving the host; NaN without a kernel stamp.",
+    "scheduled_unix": "When the request was due. Open loop: its Poisson arrival time. Closed loop: "
+    "when the user's previous stream ended (or its start spread elapsed, for its first request).",
+    "send_lag_s": "start_unix - scheduled_unix: how late the load generator sent the request. "
+    "Grows when the generator falls behind.",
+    "requested_tokens": "max_tokens sent with the request (drawn per request when [request] "
+    "max_tokens_range is set).",
     "ttft_s": "TTFT: request sent -> first streamed token of any kind (reasoning or answer). "
     "Role-only and empty chunks do not count. Chunk times are when the bytes reached the host "
     "(the kernel's receive stamp, fast client on Linux), not when the client read them.",
@@ -120,11 +136,11 @@ FIELD_DEFINITIONS: dict[str, str] = {
 assert set(FIELD_DEFINITIONS) == set(RECORD_FIELDS), "every record field needs a definition"
 
 # Types used when reading records back (CSV loses them).
-INT_FIELDS = ("repetition", "stage", "stage_users", "chunks", "reasoning_chunks", "answer_chunks",
-              "http_status")
+INT_FIELDS = ("repetition", "stage", "stage_users", "requested_tokens", "chunks",
+              "reasoning_chunks", "answer_chunks", "http_status")
 BOOL_FIELDS = ("tokens_from_usage", "ok")
-STR_FIELDS = ("run_id", "endpoint", "model", "phase", "worker", "client", "error_category",
-              "error_message")
+STR_FIELDS = ("run_id", "endpoint", "model", "phase", "worker", "client", "request_id",
+              "send_stamp", "error_category", "error_message")
 
 
 def gap_summary(gaps: list[float]) -> tuple[float, float, float, float]:

@@ -2,12 +2,14 @@
 # Debian packages the test suite needs, installed only when missing:
 #   prometheus (with promtool)      a real Prometheus scrapes the exporter in a test
 #   chromium, chromium-driver       a real browser drives the Locust web UI in a test
+#   tcpdump                         packet capture: the wire truth the client's timings are checked against
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

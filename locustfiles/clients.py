@@ -23,15 +23,20 @@ from geventhttpclient.url import URL
 
 from core.config import Endpoint, redact
 from core.records import RequestRecord
-from locustfiles import reactor
+from locustfiles import kernelstamps, reactor
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import StreamFailure, StreamRecorder, error_message
 
 READ_BLOCK = 65536
 MAX_ERROR_BODY = 8192
+# A pooled connection idle longer than this is closed instead of reused: servers drop idle
+# keep-alive connections (uvicorn, vLLM's server, after 5 s), and a request sent as they do
+# fails without the server having done anything wrong.
+MAX_IDLE_S = 4.0
 
 
-def chat_body(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[str, Any]:
+def chat_body(endpoint: Endpoint, messages: list[dict[str, Any]],
+              max_tokens: int | None = None) -> dict[str, Any]:
     """The JSON body of a streamed chat completion for this endpoint."""
     settings = endpoint.request
     body: dict[str, Any] = {
@@ -39,7 +44,7 @@ def chat_body(endpoint: Endpoint, messages: list[dict[str, Any]]) -> dict[str, A
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": settings.max_tokens,
+        "max_tokens": settings.max_tokens if max_tokens is None else max_tokens,
         "temperature": settings.temperature,
     }
     if settings.ignore_eos:
@@ -73,32 +78,96 @@ class _ConnectPhase:
 
 
 class StampedSocket(gevent.socket.socket):
-    """A gevent socket whose reads remember when their data reached the host.
+    """A gevent socket that remembers, from the kernel, when its data left and arrived.
 
-    geventhttpclient reads the response headers (and whatever body came with them) through
-    ``recv``; when the process was busy at that moment, the first token may already be in that
-    read, and its time must be the kernel's, not the moment the greenlet got to it.
+    geventhttpclient sends the request and reads the response headers (and whatever body came
+    with them) through ``sendall`` and ``recv``. ``sent`` is when the request left the host (the
+    kernel's transmit stamp of the first write since ``expect_send``), so a request's clock starts
+    when its bytes left, not when the process got round to them. ``arrived`` is when the last
+    read's data reached the host: when the process was busy, the first token may already be in
+    the headers' read, and its time must be the kernel's, not the moment the greenlet got to it.
+    Both are on the ``perf_counter()`` scale; 0.0 means unknown.
     """
 
-    arrived = 0.0  # perf_counter() scale: when the last read's data reached the host
+    arrived = 0.0
+    sent = 0.0
+    idle_since = 0.0   # perf_counter() when the pool got it back (0.0: never used)
+    headers_due = False
+
+    def expect_send(self) -> None:
+        """Forget any earlier stamp: the next write is a new request's."""
+        kernelstamps.take_sent_stamps(self._sock)
+        self.sent = 0.0
+        self.headers_due = True
+
+    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+        super().sendall(data, flags)
+        self._take_sent()
+
+    def _take_sent(self) -> None:
+        stamps = kernelstamps.take_sent_stamps(self._sock)
+        if stamps and not self.sent:
+            now = perf_counter()
+            sent = stamps[0] - (time.time() - now)
+            self.sent = sent if sent <= now else now
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
-        data, ancillary, _flags, _addr = self.recvmsg(bufsize, reactor.ANCILLARY_SPACE, flags)
+        if not self.sent:
+            self._take_sent()  # a stamp the device queued after sendall returned
+        if self.headers_due and not flags:
+            # Read no further than the headers: body events queued behind them (the process
+            # was late) are left for the stream reader, which times each from its own packet.
+            queued = super().recv(bufsize, reactor.MSG_PEEK)
+            end = queued.find(b"\r\n\r\n")
+            if end >= 0:
+                bufsize = end + 4
+                self.headers_due = False
+        data, ancillary, _flags, _addr = self.recvmsg(bufsize, kernelstamps.ANCILLARY_SPACE, flags)
         now = perf_counter()
-        self.arrived = reactor.arrival_time(ancillary, now, time.time() - now, 0.0)
+        self.arrived = kernelstamps.arrival_time(ancillary, now, time.time() - now, 0.0)
         return data
 
 
-class _Pool(_ConnectPhase, ConnectionPool):
+class _KeepAlive:
+    """One keep-alive connection, never reused once idle long enough for a server to drop it."""
+
+    reused = False  # whether the last get_socket() returned a connection used before
+    current: Any = None  # the socket the last get_socket() returned
+
+    def get_socket(self):  # type: ignore[no-untyped-def]
+        sock = super().get_socket()  # type: ignore[misc]
+        idle_since = getattr(sock, "idle_since", 0.0)
+        if idle_since and perf_counter() - idle_since > MAX_IDLE_S:
+            # the server may be closing it right now (uvicorn: after 5 s idle); a request
+            # sent into that race fails for nothing
+            sock.close()
+            try:
+                sock = self._create_socket()  # type: ignore[attr-defined]
+            except BaseException:
+                self._semaphore.release()  # type: ignore[attr-defined]
+                raise
+            idle_since = 0.0
+        self.reused = bool(idle_since)
+        self.current = sock
+        if isinstance(sock, StampedSocket):
+            sock.expect_send()
+        return sock
+
+    def return_socket(self, sock):  # type: ignore[no-untyped-def]
+        sock.idle_since = perf_counter()
+        super().return_socket(sock)  # type: ignore[misc]
+
+
+class _Pool(_KeepAlive, _ConnectPhase, ConnectionPool):
     def _create_tcp_socket(self, family: int, socktype: int, protocol: int):  # type: ignore[no-untyped-def]
-        if not reactor.STAMPS_AVAILABLE:
+        if not kernelstamps.AVAILABLE:
             return super()._create_tcp_socket(family, socktype, protocol)
         sock = StampedSocket(family, socktype, protocol)
-        reactor.enable_arrival_stamps(sock)
+        kernelstamps.enable(sock)
         return sock
 
 
-class _SSLPool(_ConnectPhase, SSLConnectionPool):
+class _SSLPool(_KeepAlive, _ConnectPhase, SSLConnectionPool):
     pass
 
 
@@ -158,13 +227,15 @@ class FastClient:
 
     def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
         payload = orjson.dumps(body)
+        headers = {"X-Request-Id": record.request_id}
+        begin = perf_counter()
         record.start_unix = time.time()
-        start = perf_counter()
-        recorder = StreamRecorder(record, start)
+        recorder = StreamRecorder(record, begin)
         status = 0
         response = None
         try:
-            response = self.http.request("POST", self.path, body=payload)
+            response = self._send(payload, headers)
+            self._stamp_send(response, record, recorder, begin)
             status = response.status_code
             if status != 200:
                 raise self._http_failure(response, status)
@@ -199,18 +270,50 @@ class FastClient:
         record.error_message = redact(record.error_message, self._secrets)
         return record
 
+    def _send(self, payload: bytes, headers: dict[str, str]) -> Any:
+        """Send the request and read the response headers.
+
+        A keep-alive connection that the server closed while it sat idle fails before any byte
+        of a response: that is no failure of the server, so the request is sent once more on a
+        fresh connection (nothing of it was processed: no response had begun).
+        """
+        pool = self.http._connection_pool
+        try:
+            return self.http.request("POST", self.path, body=payload, headers=headers)
+        except (HTTPConnectionClosed, ConnectionResetError, BrokenPipeError):
+            if not pool.reused:
+                raise
+        self._reset()
+        return self.http.request("POST", self.path, body=payload, headers=headers)
+
+    @staticmethod
+    def _stamp_send(response: Any, record: RequestRecord, recorder: StreamRecorder,
+                    begin: float) -> None:
+        """Start the request's clock when its bytes left the host (the kernel's stamp)."""
+        sent = getattr(response._sock, "sent", 0.0) if response is not None else 0.0
+        if sent:
+            sent = max(sent, begin)  # (the two clocks are read microseconds apart)
+            record.start_unix += sent - begin
+            record.presend_s = sent - begin
+            record.send_stamp = "kernel"
+            recorder.start = sent
+        else:
+            record.send_stamp = "client"
+
     def _read_stream(self, response: Any, recorder: StreamRecorder) -> None:
         # Without epoll (or when the whole response came with the headers): read whole socket
         # blocks from this greenlet and split events ourselves.
         decoder = SSEDecoder()
         body = response._body_buffer
         sock = response._sock
+        stamped = self.http._connection_pool.current  # the socket, even once released
         done = False
         while True:
             if body:
                 data = bytes(body)
                 del body[:]
-                now = perf_counter()
+                # when the last read's data reached the host (the kernel's stamp), if known
+                now = getattr(stamped, "arrived", 0.0) or perf_counter()
                 if not done:
                     for event in decoder.feed(data):
                         if recorder.on_payload(event, now):
@@ -301,6 +404,7 @@ class OpenAIClient:
         known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
         kwargs = {k: body[k] for k in known if k in body}
         kwargs["extra_body"] = {k: v for k, v in body.items() if k not in known}
+        kwargs["extra_headers"] = {"X-Request-Id": record.request_id}
         record.start_unix = time.time()
         start = perf_counter()
         recorder = StreamRecorder(record, start)

@@ -9,19 +9,18 @@ descriptor, and each wake-up reads every socket that has data, so chunks that ar
 The request's own greenlet sends the request and reads the headers as usual, hands the socket
 here, and sleeps until the stream ends.
 
-Arrival times come from the kernel, not from the reader's clock: each socket has
-SO_TIMESTAMPNS set, so every read returns the time its (last) packet reached the host. A chunk's
-timestamp therefore does not depend on how long it waited for the reader: when the load
+Arrival times come from the kernel, not from the reader's clock: each socket has kernel stamps
+on (``locustfiles.kernelstamps``), so every read returns the time its (last) packet reached the
+host. A chunk's timestamp therefore does not depend on how long it waited for the reader: when the load
 generator is busy (hundreds of streams, a garbage collection, a batch of records to send), the
 reader falls behind but the times it records do not.
 """
 
 from __future__ import annotations
 
+import re
 import select
 import socket
-import struct
-import sys
 from time import perf_counter, time
 from typing import Any
 
@@ -29,6 +28,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.hub import Waiter, get_hub
 
+from locustfiles.kernelstamps import ANCILLARY_SPACE, arrival_time
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import StreamFailure, StreamRecorder
 
@@ -39,41 +39,25 @@ DEADLINE_CHECK_S = 0.1
 MAX_BUSY_S = 0.005
 YIELD_S = 0.0001
 
-# The kernel's receive timestamp (CLOCK_REALTIME, struct timespec) for each read. Linux only;
-# elsewhere reads are stamped with the reader's clock, as without the option.
-_ON_LINUX = sys.platform.startswith("linux")
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if _ON_LINUX else 0  # 35 on every Linux arch
-_TIMESPEC = struct.Struct("@ll")
-ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
-STAMPS_AVAILABLE = bool(SO_TIMESTAMPNS and ANCILLARY_SPACE)
+
+MSG_PEEK = getattr(socket, "MSG_PEEK", 2)
+_TOKEN = re.compile(rb'"(?:content|reasoning|reasoning_content)":"[^"]')
+_ANSWER = re.compile(rb'"content":"[^"]')
 
 
-def arrival_time(ancillary: list[tuple[int, int, bytes]], now: float, clock_offset: float,
-                 not_before: float) -> float:
-    """When a read's data reached the host, on the perf_counter() scale; ``now`` if unknown.
-
-    ``ancillary`` is what recvmsg returned, ``clock_offset`` is time() - perf_counter(). A
-    stamp after ``now`` or before ``not_before`` (the previous read) means the wall clock was
-    stepped in between, and the reader's own time is kept.
-    """
-    for _level, kind, value in ancillary:
-        if kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-            arrived = seconds - clock_offset + nanoseconds * 1e-9
-            if not_before <= arrived <= now:
-                return arrived
-    return now
-
-
-def enable_arrival_stamps(sock: socket.socket) -> bool:
-    """Ask the kernel to stamp each read from ``sock`` with its arrival time; False if it can't."""
-    if not STAMPS_AVAILABLE:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
+def milestone_end(queued: bytes, answer_only: bool) -> int:
+    """Bytes up to the end of the first event carrying a token (or an answer token), including
+    the chunked framing's CRLF after it; 0 when no such complete event is queued."""
+    found = (_ANSWER if answer_only else _TOKEN).search(queued)
+    if found is None:
+        return 0
+    end = queued.find(b"\n\n", found.end())
+    if end < 0:
+        return 0
+    end += 2
+    if queued.startswith(b"\r\n", end):
+        end += 2
+    return end
 
 
 def _original_epoll() -> type | None:
@@ -96,7 +80,7 @@ class Stream:
     """The body of one streamed response, read by the reactor."""
 
     __slots__ = ("response", "raw", "fd", "recorder", "decoder", "read_timeout_s", "last_read",
-                 "headers_arrived", "last_arrival", "done", "result")
+                 "headers_arrived", "last_arrival", "done", "result", "behind")
 
     def __init__(self, response: Any, recorder: StreamRecorder, read_timeout_s: float,
                  headers_arrived: float | None = None):
@@ -112,6 +96,7 @@ class Stream:
         self.headers_arrived = headers_arrived
         self.last_arrival = headers_arrived if headers_arrived is not None else recorder.start
         self.done = False
+        self.behind = False  # the last read held more than one event
         self.result: AsyncResult = AsyncResult()
 
     def consume_buffered(self, now: float) -> bool:
@@ -128,7 +113,8 @@ class Stream:
         to turn the kernel's wall-clock arrival stamp into the perf_counter() scale.
         """
         try:
-            data, ancillary, _flags, _addr = self.raw.recvmsg(READ_BLOCK, ANCILLARY_SPACE)
+            size = self._read_size()
+            data, ancillary, _flags, _addr = self.raw.recvmsg(size, ANCILLARY_SPACE)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -137,7 +123,8 @@ class Stream:
             return True
         self.last_read = now
         if ancillary:
-            now = arrival_time(ancillary, now, clock_offset, self.last_arrival)
+            # bounded by the clock after the read: data can arrive after the pass began
+            now = arrival_time(ancillary, perf_counter(), clock_offset, self.last_arrival)
         self.last_arrival = now
         if not data:
             return self._end(now, "the server closed the connection before data: [DONE]")
@@ -148,20 +135,41 @@ class Stream:
             return True
         return self._parse(now)
 
+    def _read_size(self) -> int:
+        """How much to read: everything, or only up to the end of a milestone's event.
+
+        A read returns the arrival stamp of its last packet, so events queued together (the
+        reader was late) share the latest one's time. For the first token, and the first answer
+        token when the reader is behind, the socket is peeked first and read only up to the end
+        of that event: its time is then its own packet's. Raises BlockingIOError / OSError.
+        """
+        recorder = self.recorder
+        if recorder.first is None:
+            answer_only = False
+        elif recorder.first_answer is None and self.behind:
+            answer_only = True
+        else:
+            return READ_BLOCK
+        queued = self.raw.recv(READ_BLOCK, MSG_PEEK)
+        return milestone_end(queued, answer_only) or READ_BLOCK
+
     def _parse(self, now: float) -> bool:
         body = self.response._body_buffer
         if body:
             data = bytes(body)
             del body[:]
             if not self.done:
+                events = 0
                 try:
                     for event in self.decoder.feed(data):
+                        events += 1
                         if self.recorder.on_payload(event, now):
                             self.done = True
                             break
                 except StreamFailure as failure:
                     self._fail(failure)
                     return True
+                self.behind = events > 1
         if self.response.message_complete:
             return self._end(now, "the stream ended without data: [DONE]")
         return False

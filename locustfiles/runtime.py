@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import signal
@@ -107,6 +108,44 @@ class CpuTracker:
         return out
 
 
+LOOP_TICK_S = 0.01  # the event-loop lag probe's period
+
+
+@dataclass
+class LoopLagProbe:
+    """The event loop's own lateness: a greenlet that asks to wake every 10 ms notes how late it
+    woke. Everything else in the process (users sending, the reader, the flusher) waits behind
+    the same loop, so this is the delay any of them may have had. Samples are kept per stage
+    (steady phase, or the manual run) until the next batch of records takes them home."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def run(self, tags_of: Any) -> None:
+        due = time.perf_counter() + LOOP_TICK_S
+        while True:
+            gevent.sleep(max(0.0, due - time.perf_counter()))
+            now = time.perf_counter()
+            tags = tags_of()
+            if tags.phase in ("steady", "manual"):
+                self.samples.setdefault(str(tags.stage), []).append(round(now - due, 6))
+            due = max(due + LOOP_TICK_S, now)  # a late wake-up is one sample, not a backlog
+
+    def take(self) -> dict[str, list[float]]:
+        taken, self.samples = self.samples, {}
+        return taken
+
+
+def lag_summary(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and max (ms) of event-loop lag samples (seconds), with their count."""
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return round(ordered[max(0, math.ceil(q * n) - 1)] * 1e3, 3)
+
+    return {"n": n, "p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": round(ordered[-1] * 1e3, 3)}
+
+
 class RunWriter:
     """Master/local side: writes the run directory as data arrives."""
 
@@ -117,6 +156,7 @@ class RunWriter:
         self.stages = rundir.CsvAppender(run_dir / rundir.STAGES, rundir.STAGE_FIELDS)
         self.manifest = manifest
         self.cpu_by_process: dict[str, dict[str, float]] = {}
+        self.loop_lag: dict[str, list[float]] = {}   # stage -> samples from every process
         self.final_acks: set[str] = set()
         self.capture: Any = None
         # File writes and fsync go to one OS thread, so a slow disk never stalls the event loop
@@ -135,6 +175,8 @@ class RunWriter:
             self._io.apply(self.records.append_encoded, (text, len(rows)))
         if data.get("cpu"):
             self.cpu_by_process[data["worker"]] = data["cpu"]
+        for stage, samples in (data.get("loop_lag") or {}).items():
+            self.loop_lag.setdefault(stage, []).extend(samples)
         if data.get("final"):
             self.final_acks.add(data["worker"])
 
@@ -146,7 +188,10 @@ class RunWriter:
         max_cpu = max((p["max_cpu_percent"] for p in processes.values()), default=0.0)
         above = max((p["seconds_above_90"] for p in processes.values()), default=0.0)
         return {"processes": processes, "max_cpu_percent": max_cpu, "seconds_above_90": above,
-                "saturated": above >= CPU_SATURATED_SECONDS}
+                "saturated": above >= CPU_SATURATED_SECONDS,
+                "loop_lag_by_stage": {stage: lag_summary(samples)
+                                      for stage, samples in sorted(self.loop_lag.items())
+                                      if samples}}
 
     def finalize(self, status: str, locust_requests: int) -> None:
         if self.capture is not None:
@@ -178,7 +223,11 @@ class RunContext:
         self.worker = worker_id()
         self.tags = StageTags()
         self.buffer: list[list[Any]] = []
+        # request ids: unique across processes and hosts without coordination
+        self._id_prefix = f"{os.getpid():x}{os.urandom(4).hex()}"
+        self._requests = 0
         self.cpu = CpuTracker()
+        self.loop_lag = LoopLagProbe()
         self.writer: RunWriter | None = None
         self.run_id = ""
         # shape state (master/local)
@@ -191,10 +240,11 @@ class RunContext:
 
     def new_record(self, endpoint_label: str, model: str, client: str) -> RequestRecord:
         tags = self.tags
+        self._requests += 1
         return RequestRecord(run_id=tags.run_id, endpoint=endpoint_label, model=model,
                              repetition=tags.repetition, stage=tags.stage,
                              stage_users=tags.users, phase=tags.phase, worker=self.worker,
-                             client=client)
+                             client=client, request_id=f"{self._id_prefix}-{self._requests:x}")
 
     def add(self, record: RequestRecord) -> None:
         self.buffer.append([getattr(record, name) for name in RECORD_FIELDS])
@@ -204,7 +254,7 @@ class RunContext:
         try:
             self.environment.runner.send_message(
                 MSG_RECORDS, {"worker": self.worker, "rows": rows, "cpu": self.cpu.summary(),
-                              "final": final})
+                              "loop_lag": self.loop_lag.take(), "final": final})
         except Exception:
             self.buffer = rows + self.buffer  # kept for the next batch
             raise
@@ -475,6 +525,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
 
         runner.register_message(MSG_FLUSH, on_flush)
         gevent.spawn(ctx.flusher)
+        gevent.spawn(ctx.loop_lag.run, lambda: ctx.tags)
 
 
 def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> Any:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.pool import Pool
 from locust import User, events, task
 from locust.exception import StopUser
@@ -84,7 +85,7 @@ class StreamingUser(User):
             runtime.log.error("%s", exc)
             raise StopUser() from exc
         self._idle: list[ChatClient] = []
-        self._spread = False
+        self._due_unix: float | None = None
 
     def on_stop(self) -> None:
         for client in self._idle:
@@ -104,18 +105,27 @@ class StreamingUser(User):
             return False
         return super().stop(force)
 
-    def send(self, messages: list[dict[str, Any]], scheduled_unix: float | None = None) -> None:
+    def max_tokens(self) -> int:
+        """This request's output cap: fixed, or drawn from [max_tokens_min, max_tokens]."""
+        settings = self.endpoint.request
+        if settings.max_tokens_min:
+            return self.rng.randint(settings.max_tokens_min, settings.max_tokens)
+        return settings.max_tokens
+
+    def send(self, messages: list[dict[str, Any]], due_unix: float) -> RequestRecord:
+        """Stream one request that was due at ``due_unix``; records how late it left."""
         ctx = runtime.context()
         client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
         record = ctx.new_record(self.endpoint.label, self.endpoint.model, client.name)
+        record.requested_tokens = self.max_tokens()
+        record.scheduled_unix = due_unix
         try:
-            client.stream_chat(chat_body(self.endpoint, messages), record)
+            client.stream_chat(chat_body(self.endpoint, messages, record.requested_tokens), record)
         finally:  # an interrupted stream (GreenletExit) is recorded too
-            if scheduled_unix is not None:
-                record.scheduled_unix = scheduled_unix
-                record.send_lag_s = record.start_unix - scheduled_unix
+            record.send_lag_s = record.start_unix - due_unix
             report(self.environment, record)
             self._idle.append(client)
+        return record
 
 
 class ChatUser(StreamingUser):
@@ -129,15 +139,19 @@ class ChatUser(StreamingUser):
 
     @task
     def chat(self) -> None:
-        if not self._spread:
+        due = self._due_unix
+        if due is None:
             # Locust starts floor(spawn rate) users at once every second; without a spread
             # their requests would leave together, and with fixed output lengths they would
             # stay in step for the rest of the stage (bursts no real traffic has).
-            self._spread = True
             spread = runtime.context().load.start_spread_s
             if spread > 0:
                 gevent.sleep(self.rng.uniform(0.0, spread))
-        self.send(next(self.prompts))
+            due = time.time()
+        record = self.send(next(self.prompts), due)
+        # the next request is due the moment this stream ended (its last byte's arrival)
+        end = record.start_unix + record.e2e_s
+        self._due_unix = end if end == end else time.time()
 
 
 class OpenLoopUser(StreamingUser):
@@ -154,19 +168,33 @@ class OpenLoopUser(StreamingUser):
     def generate(self) -> None:
         ctx = runtime.context()
         self._pool = pool = Pool(ctx.load.max_in_flight)
+        self._wake = wake = Event()
         next_at = time.time()
-        while True:
+        while self._state != LOCUST_STATE_STOPPING:
             rate = ctx.tags.rate_per_user
             if rate <= 0 or ctx.tags.users == 0:
-                gevent.sleep(0.05)
+                wake.wait(0.05)
                 next_at = time.time()
                 continue
             next_at += self.rng.expovariate(rate)
             delay = next_at - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
+            if delay > 0 and wake.wait(delay):
+                break  # stopping: no more arrivals
             pool.wait_available()
             pool.spawn(self.send, next(self.prompts), next_at)
+        pool.join()  # the streams in flight finish (a forced stop kills them, recorded)
+
+    def stop(self, force: bool = False) -> bool:
+        """A graceful stop ends the arrivals at once and lets the streams in flight finish.
+
+        Without this the generator's loop never ends by itself, and Locust waits out the
+        whole --stop-timeout before killing it.
+        """
+        stopped = super().stop(force)
+        wake = getattr(self, "_wake", None)
+        if not stopped and wake is not None:
+            wake.set()
+        return stopped
 
     def on_stop(self) -> None:
         pool = getattr(self, "_pool", None)

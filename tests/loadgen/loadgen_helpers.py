@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,28 @@ def run_campaign(args: list[str], timeout: float = 240, env: dict[str, str] | No
     return subprocess.run([sys.executable, "-m", "locustfiles.campaign", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def start_locust(config: Path, run_dir: Path, *args: str, **popen: Any) -> subprocess.Popen:
+    """Locust on the project's locustfile, in its own session (the caller stops it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
+         "--endpoints-file", str(config), "--run-dir", str(run_dir), *args],
+        cwd=ROOT, start_new_session=True, **popen)
+
+
+def records_written(run_dir: Path) -> int:
+    """Lines in the run's records.csv so far (header included; 0 before it exists)."""
+    path = run_dir / "records.csv"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll until predicate() is truthy; fail naming what did not happen."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

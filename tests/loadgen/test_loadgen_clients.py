@@ -2,6 +2,8 @@
 
 import math
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -185,9 +187,9 @@ def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch,
     import gevent
     from gevent.monkey import get_original
 
-    from locustfiles import clients, reactor
+    from locustfiles import clients, kernelstamps
 
-    if not reactor.STAMPS_AVAILABLE:
+    if not kernelstamps.AVAILABLE:
         pytest.skip("no kernel receive timestamps on this platform")
     url = stub(ttft_ms=50, itl_ms=150)
     ep = Endpoint(label="A", base_url=url, model="stub-model",
@@ -222,9 +224,6 @@ def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch,
 def test_each_load_mode_has_only_its_own_task(tmp_path):
     # Locust hands a subclass its bases' tasks too: an open-loop user must never also run
     # the closed-loop task (it would send extra back-to-back requests).
-    import subprocess
-    import sys
-
     code = ("import locustfiles.users as u\n"
             "print([t.__name__ for t in u.OpenLoop_A.tasks], [t.__name__ for t in u.ChatUser.tasks])")
     cfg = tmp_path / "ep.json"
@@ -240,32 +239,50 @@ def test_a_kernel_stamp_outside_the_read_window_is_not_trusted():
     # before the previous read: then the reader's own time is the better answer
     import struct
 
-    from locustfiles import reactor
+    from locustfiles.kernelstamps import SO_TIMESTAMPING, SO_TIMESTAMPNS, arrival_time
 
-    def ancillary(wall: float) -> list:
+    def timestampns(wall: float) -> list:
         seconds = int(wall)
-        return [(socket.SOL_SOCKET, reactor.SO_TIMESTAMPNS,
+        return [(socket.SOL_SOCKET, SO_TIMESTAMPNS,
                  struct.pack("@ll", seconds, round((wall - seconds) * 1e9)))]
+
+    def timestamping(wall: float) -> list:  # software stamp first, then two unused ones
+        seconds = int(wall)
+        return [(socket.SOL_SOCKET, SO_TIMESTAMPING,
+                 struct.pack("@llllll", seconds, round((wall - seconds) * 1e9), 0, 0, 0, 0))]
 
     offset = 1_700_000_000.0          # time() - perf_counter()
     now = 500.0                       # the reader's perf_counter()
-    stamp = ancillary(offset + 499.990)
-    assert reactor.arrival_time(stamp, now, offset, 499.0) == pytest.approx(499.990, abs=1e-6)
-    assert reactor.arrival_time(ancillary(offset + 500.5), now, offset, 499.0) == now
-    assert reactor.arrival_time(ancillary(offset + 498.5), now, offset, 499.0) == now
-    assert reactor.arrival_time([], now, offset, 499.0) == now
+    for ancillary in (timestampns, timestamping):
+        stamp = ancillary(offset + 499.990)
+        assert arrival_time(stamp, now, offset, 499.0) == pytest.approx(499.990, abs=1e-6)
+        assert arrival_time(ancillary(offset + 500.5), now, offset, 499.0) == now
+        assert arrival_time(ancillary(offset + 498.5), now, offset, 499.0) == now
+    assert arrival_time([], now, offset, 499.0) == now
 
 
 _FLOOD_SERVER = r"""
-import json, socket, sys
-events = b"".join(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "tok"}}]}).encode() + b"\n\n" for _ in range(int(sys.argv[1])))
-body = events + b"data: [DONE]\n\n"
-head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+import json, socket, sys, time
+# Sends blocks of events as fast as the socket takes them for argv[1] seconds, then [DONE], and
+# prints how many events it sent. The socket buffer stays full, so the reader is behind for the
+# whole time whatever the machine's speed.
+event = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "tok"}}]}).encode() + b"\n\n"
+per_block = 2000
+block = event * per_block
+chunk = b"%x\r\n" % len(block) + block + b"\r\n"
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 print(srv.getsockname()[1], flush=True)
 conn, _ = srv.accept()
 conn.recv(65536)
-conn.sendall(head + body)
+conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+sent = 0
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    conn.sendall(chunk)
+    sent += per_block
+done = b"data: [DONE]\n\n"
+conn.sendall(b"%x\r\n" % len(done) + done + b"\r\n0\r\n\r\n")
+print(sent, flush=True)
 conn.recv(1)
 """
 
@@ -274,13 +291,12 @@ def test_a_stream_that_is_always_readable_does_not_starve_other_greenlets():
     # A stream whose socket always has data (the reader is behind: a flood of small events, or
     # a load generator short of CPU) keeps epoll answering "ready". The reader must still let
     # the other greenlets of the process run: users whose streams ended, the record flusher,
-    # metric capture. Otherwise they all wait for the flood to end.
-    import subprocess
-    import sys
-
+    # metric capture. Otherwise they all wait for the flood to end. The flood lasts a fixed
+    # time with the socket buffer kept full, so the reader is behind on any machine.
     import gevent
 
-    server = subprocess.Popen([sys.executable, "-c", _FLOOD_SERVER, "200000"],
+    flood_s = 1.0
+    server = subprocess.Popen([sys.executable, "-c", _FLOOD_SERVER, str(flood_s)],
                               stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
@@ -302,11 +318,12 @@ def test_a_stream_that_is_always_readable_does_not_starve_other_greenlets():
         finally:
             client.close()
             beat.kill()
+        sent = int(server.stdout.readline())
     finally:
         server.kill()
         server.wait()
-    assert record.ok and record.chunks == 200000, record.error_message
+    assert record.ok and record.chunks == sent, (record.error_message, record.chunks, sent)
     during = [t for t in ticks if start <= t <= end]
     longest = max(b - a for a, b in zip([start, *during], [*during, end]))
-    assert end - start > 0.3, "the flood was read too fast to test anything"
+    assert end - start >= flood_s, "the read ended before the flood did"
     assert longest < 0.1, f"other greenlets waited {longest * 1e3:.0f} ms in a {end - start:.2f} s read"

@@ -6,14 +6,13 @@ import json
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from loadgen_helpers import ROOT, run_campaign, write_config
+from loadgen_helpers import (records_written, run_campaign, start_locust, wait_until,
+                             write_config)
 from core.records import RECORD_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -169,18 +168,13 @@ def test_sigint_stops_locust_started_with_sigint_ignored(stub, tmp_path):
     cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
                                                "model": "stub-model"}])
     run_dir = tmp_path / "run"
-    locust = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
-         "--endpoints-file", str(cfg), "--run-dir", str(run_dir), "--headless", "-u", "2",
-         "-r", "2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    locust = start_locust(cfg, run_dir, "--headless", "-u", "2", "-r", "2",
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        records = run_dir / "records.csv"
-        deadline = time.monotonic() + 30
-        while not (records.is_file() and len(records.read_text().splitlines()) > 10):
-            assert time.monotonic() < deadline and locust.poll() is None, "no records written"
-            time.sleep(0.2)
+        wait_until(lambda: records_written(run_dir) > 10 or locust.poll() is not None, 30,
+                   "records written")
+        assert locust.poll() is None, "Locust ended by itself"
         locust.send_signal(signal.SIGINT)
         output, _ = locust.communicate(timeout=20)
     finally:

@@ -8,13 +8,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
 
-from loadgen_helpers import ROOT, write_config
+from loadgen_helpers import records_written, start_locust, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +42,6 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -63,11 +52,9 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
     run_dir = tmp_path / "run"
     port = _free_port()
     log = open(tmp_path / "locust.out", "wb")
-    locust = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "users.py"),
-         "--endpoints-file", str(cfg), "--run-dir", str(run_dir), "--web-host", "127.0.0.1",
-         "--web-port", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    locust = start_locust(
+        cfg, run_dir, "--web-host", "127.0.0.1", "--web-port", str(port),
+        stdout=log, stderr=subprocess.STDOUT,
         # if Locust hangs, say where: gevent reports a greenlet that blocks the hub for over
         # 2 s, and SIGABRT (sent before the kill below) dumps every thread's stack
         env={**os.environ, "PYTHONFAULTHANDLER": "1", "GEVENT_MONITOR_THREAD_ENABLE": "1",
@@ -76,9 +63,9 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
     try:
         browser = _browser()
         browser.set_page_load_timeout(30)
-        _wait(lambda: _reachable(port), 30, "the web UI")
+        wait_until(lambda: _reachable(port), 30, "the web UI")
         browser.get(f"http://127.0.0.1:{port}/")
-        users = _wait(lambda: browser.find_elements(By.NAME, "userCount"), 20, "the start form")[0]
+        users = wait_until(lambda: browser.find_elements(By.NAME, "userCount"), 20, "the start form")[0]
         users.send_keys(Keys.CONTROL, "a")
         users.send_keys("3")
         rate = browser.find_element(By.NAME, "spawnRate")
@@ -86,12 +73,10 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
         rate.send_keys("3")
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         # the stats table shows both event types per endpoint
-        _wait(lambda: "TTFT" in browser.page_source and "CHAT" in browser.page_source, 30,
+        wait_until(lambda: "TTFT" in browser.page_source and "CHAT" in browser.page_source, 30,
               "CHAT and TTFT rows in the stats table")
-        records = run_dir / "records.csv"
         # records reach the run directory while the test runs, not only at the end
-        _wait(lambda: records.is_file() and len(records.read_text().splitlines()) > 30, 30,
-              "records written during the run")
+        wait_until(lambda: records_written(run_dir) > 30, 30, "records written during the run")
         texts = [b.text.strip() for b in browser.find_elements(By.TAG_NAME, "button")]
         stop = [b for b in browser.find_elements(By.TAG_NAME, "button")
                 if b.text.strip().lower() == "stop"]
