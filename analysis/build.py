@@ -24,6 +24,7 @@ from .compute import (TimeSeries, gap_warnings, metric_figures, parse_slos, requ
                       run_timeseries, stage_windows)
 from .definitions import METRICS
 from .errors import AnalysisError, WarningList
+from .health import health_warnings, stage_health
 from .rundata import RunData, load_run, read_manifest_checked
 from .stats import (CI_LEVEL, Comparison, request_compare, seed_for, verdict_words,
                     welch_compare)
@@ -313,6 +314,8 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
                      f"{lg.get('seconds_above_90', '?')} s above 90%): its latencies include "
                      "client delay and are not the server's; rerun with more Locust workers",
                      run.run_id)
+    # The load generator's own lateness and lockstep, per endpoint and stage.
+    health_warnings(run.run_id, stage_health(run.records, run.manifest), warnings)
     # Record counts.
     n_records = len(run.records)
     written = run.manifest.get("records_written")

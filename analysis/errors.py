@@ -12,6 +12,11 @@ from dataclasses import asdict, dataclass
 WARNING_CODES: dict[str, str] = {
     "saturated_load_generator": "The load generator's CPU was saturated during the run "
     "(manifest load_generator.saturated): its latencies are inflated and are not the server's.",
+    "generator_late": "The load generator was late in a stage: its send-lag p99 or event-loop "
+    "lag p99 exceeded the larger of 1% of the stage's TTFT p50 and 2 ms (analysis/health.py). "
+    "The load offered was not the load planned: the stage's latency figures are not to be trusted.",
+    "lockstep": "More than 10% of a stage's steady requests left within 1 ms of two or more others: "
+    "bursts no real traffic has, which change what the server does.",
     "tokens_from_chunks": "Some token counts were counted from streamed chunks, not the server's "
     "usage (tokens_from_usage False); one chunk can carry several tokens, so token figures are "
     "lower bounds.",

@@ -112,8 +112,9 @@ def health_warnings(run_id: str, health: list[StageHealth], warnings: Any) -> No
                 "lockstep",
                 f"run {run_id}: endpoint {h.endpoint}: stage {h.stage}: {h.lockstep_share:.0%} "
                 f"of the steady requests left within 1 ms of two or more others (limit "
-                f"{LOCKSTEP_SHARE:.0%}): bursts no real traffic has; spread them with "
-                "[load] start_spread_s or vary output lengths ([request] max_tokens_min)",
+                f"{LOCKSTEP_SHARE:.0%}): bursts no real traffic has (closed-loop users against a "
+                "batching server send together when their requests end in the same step); vary "
+                "output lengths ([request] max_tokens_min) or use open loop",
                 run_id, h.endpoint)
 
 

@@ -70,7 +70,7 @@ def run_case(name: str, url: str, model: str, load: dict[str, Any], workdir: Pat
         "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0", "--logfile",
         str(workdir / f"{slug}.log")]
     started = time.monotonic()
-    with capture(port, pcap) as packets:
+    with capture(port, pcap) as packets, machine_probe() as machine:
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=600)
     elapsed = time.monotonic() - started
@@ -96,6 +96,8 @@ def run_case(name: str, url: str, model: str, load: dict[str, Any], workdir: Pat
         "dropped": packets.get("dropped", -1),
         "overrun_s": elapsed - planned,
         "generator_cpu_max": manifest["load_generator"]["max_cpu_percent"],
+        "loop_lag": (manifest["load_generator"].get("loop_lag_by_stage") or {}).get("0", {}),
+        "machine_stall_ms": machine.get("max_ms", math.nan),
     }
 
 
@@ -118,24 +120,65 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             cells.append(f"{_q(s, .5):6.2f}/{_q(s, .99):6.2f}/{s.max() if len(s) else math.nan:6.1f}")
         print(f"{r['case']:30s} {r['requests']:5d} {r['joined']:5d} {r['failed']:4d} "
               f"{r['rate']:6.1f} " + " ".join(f"{c:>20s}" for c in cells))
-    print("\nThe generator's own lateness (ms): send lag = sent - due (open loop: the schedule; "
-          "closed loop: the previous stream's end); pre-send = request started -> bytes left")
-    head = (f"{'case':30s} {'send lag p50/p99/max':>24s} {'pre-send p50/p99/max':>24s} "
-            f"{'wire TTFT p50/p99':>18s} {'CPU max%':>8s} {'kernel-stamped':>14s} "
-            f"{'dropped':>7s} {'overrun s':>9s}")
+    print("\nTTFT as users see it (ms): the records' distribution against the wire's, same requests")
+    head = f"{'case':30s} {'record p50/p99':>16s} {'wire p50/p99':>16s}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        lag, pre = r["send_lag_ms"], r["presend_ms"]
-        wire_ttft = r["errors"]["wire_ttft_ms"]
+        rec, wire_ttft = r["errors"]["record_ttft_ms"], r["errors"]["wire_ttft_ms"]
+        print(f"{r['case']:30s} {_q(rec, .5):7.1f}/{_q(rec, .99):8.1f} "
+              f"{_q(wire_ttft, .5):7.1f}/{_q(wire_ttft, .99):8.1f}")
+    print("\nThe generator's own lateness (ms): send lag = sent - due (open loop: the schedule; "
+          "closed loop: the previous stream's end); pre-send = request started -> bytes left; "
+          "loop lag = the event loop's (10 ms ticker)")
+    head = (f"{'case':30s} {'send lag p50/p99/max':>24s} {'pre-send p50/p99/max':>24s} "
+            f"{'loop lag p99/max':>17s} {'machine stall':>13s} {'CPU max%':>8s} "
+            f"{'kernel-stamped':>14s} {'dropped':>7s} {'overrun s':>9s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        lag, pre, loop = r["send_lag_ms"], r["presend_ms"], r["loop_lag"]
         print(f"{r['case']:30s} "
               f"{_q(lag, .5):7.2f}/{_q(lag, .99):7.2f}/{lag.max() if len(lag) else math.nan:7.1f} "
               f"{_q(pre, .5):7.3f}/{_q(pre, .99):7.3f}/{pre.max() if len(pre) else math.nan:7.2f} "
-              f"{_q(wire_ttft, .5):8.1f}/{_q(wire_ttft, .99):8.1f} "
-              f"{r['generator_cpu_max']:8.0f} {r['kernel_stamped']:14.0%} {r['dropped']:7d} "
+              f"{loop.get('p99_ms', math.nan):7.2f}/{loop.get('max_ms', math.nan):8.1f} "
+              f"{r['machine_stall_ms']:13.1f} {r['generator_cpu_max']:8.0f} {r['kernel_stamped']:14.0%} {r['dropped']:7d} "
               f"{r['overrun_s']:9.1f}")
         if r["failures"]:
             print(f"{'':30s} failures: {r['failures']}")
+
+
+_PROBE = r"""
+import signal, sys, time
+worst = [0.0]
+def report(*_):
+    print(worst[0] * 1e3, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, report)
+due = time.monotonic() + 0.01
+while True:
+    time.sleep(max(0.0, due - time.monotonic()))
+    now = time.monotonic()
+    worst[0] = max(worst[0], now - due)
+    due = max(due + 0.01, now)
+"""
+
+
+@contextlib.contextmanager
+def machine_probe() -> Iterator[dict[str, float]]:
+    """An idle process of its own that asks to wake every 10 ms: its worst lateness is how long
+    the machine left a ready process without a CPU (not the generator's doing)."""
+    found: dict[str, float] = {}
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, text=True)
+    try:
+        yield found
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        try:
+            found["max_ms"] = float(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pass
 
 
 def _hog(stop: Any) -> None:  # a busy loop that shares a core with the generator
@@ -180,8 +223,7 @@ def checks(rows: list[dict[str, Any]], top_rate: float) -> list[tuple[str, bool]
                     p50 <= TARGET_TTFT_P50_MS and p99 <= TARGET_TTFT_P99_MS))
         if r["failed"]:
             out.append((f"{r['case']}: {r['failed']} failed requests {r['failures']}", False))
-        if r["case"].startswith(("vllm open", "stub open")) and r["case"].endswith(
-                f"{top_rate:g}/s") or r["case"].startswith("vllm open"):
+        if r["case"].startswith("vllm open") or r["case"] == f"stub open {top_rate:g}/s":
             lag = _q(r["send_lag_ms"], .99)
             out.append((f"{r['case']}: send lag p99 {lag:.2f} ms <= {TARGET_SEND_LAG_P99_MS:g}",
                         lag <= TARGET_SEND_LAG_P99_MS))
@@ -207,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wire-truth benchmark skipped: {problem}")
         return 0
     rows: list[dict[str, Any]] = []
-    top_rate = 0.0
+    top_rate = judged = 0.0
     closed = {"mode": "closed", "stages": [args.users], "steady_s": args.steady_s}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -235,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(row)
                         print(f"  {row['case']}: {row['rate']:.1f} req/s delivered, send lag p99 "
                               f"{_q(row['send_lag_ms'], .99):.2f} ms", file=sys.stderr, flush=True)
+                        judged = judged or rate  # none sustained: the lowest is judged
                         if _q(row["send_lag_ms"], .99) > TARGET_SEND_LAG_P99_MS or row["failed"]:
                             break
-                        top_rate = rate
+                        top_rate = judged = rate
                 finally:
                     stop_stub_process(proc)
             if not args.no_vllm:
@@ -252,12 +295,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wire-truth benchmark skipped: {exc}")
             return 0
     print_table(rows)
-    if top_rate:
+    if judged:
         print(f"\nHighest stub open-loop rate one process sustained with send lag p99 <= "
               f"{TARGET_SEND_LAG_P99_MS:g} ms (16-token replies, 20 ms TTFT, 5 ms gaps): "
-              f"{top_rate:g} req/s")
+              f"{top_rate:g} req/s" if top_rate else "none of those tried")
+    print("\nmachine stall: the worst lateness of an idle probe process of its own during the case "
+          "(a ready process left without a CPU: the machine's doing, not the generator's)")
     print("\nTargets:")
-    for text, passed in checks(rows, top_rate):
+    for text, passed in checks(rows, judged):
         print(f"  [{'PASS' if passed else 'MISS'}] {text}")
     return 0
 

@@ -36,7 +36,7 @@ READ_BLOCK = 65536
 DEADLINE_CHECK_S = 0.1
 # Longest the reader keeps the process to itself while sockets stay readable: then the other
 # greenlets (users whose streams ended, the record flusher, metric capture) get a turn.
-MAX_BUSY_S = 0.005
+MAX_BUSY_S = 0.002
 YIELD_S = 0.0001
 
 

@@ -593,6 +593,9 @@ def honour_sigint() -> None:
 
 def install(events: Any) -> None:
     honour_sigint()
+    # The record writer runs in an OS thread; by default a thread keeps the GIL for up to 5 ms
+    # before the event loop (which sends requests on time) can take it back.
+    sys.setswitchinterval(0.001)
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.test_start.add_listener(on_test_start)

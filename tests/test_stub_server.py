@@ -216,7 +216,7 @@ def _timing_check(attempt, tries=3):
         if ok:
             return
     load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):
+    if load > len(os.sched_getaffinity(0)):
         pytest.skip(f"machine overloaded (load {load:.1f}); timings: {notes}")
     pytest.fail("timing out of bounds: " + "; ".join(notes))
 

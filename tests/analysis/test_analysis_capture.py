@@ -90,6 +90,13 @@ class _Server:
         self.thread.join(5)
 
 
+def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_capture_gap_when_target_goes_away(tmp_path):
     server = _Server()
     port = server.port
@@ -97,13 +104,15 @@ def test_capture_gap_when_target_goes_away(tmp_path):
     cap = MetricsCapture([ScrapeTarget("A", "exporter", f"http://127.0.0.1:{port}/metrics")],
                          out, interval_s=0.1)
     cap.start()
-    time.sleep(0.6)
+    _wait_for(lambda: cap.scrapes - cap.failures >= 3, "3 good scrapes")
     server.close()
     down_from = time.time()
-    time.sleep(0.6)
+    # 5 failed scrapes at 0.1 s: the target is away for >= 0.4 s, several sampling intervals
+    _wait_for(lambda: cap.failures >= 5, "5 failed scrapes")
     down_to = time.time()
+    good_before = cap.scrapes - cap.failures
     server = _Server(port)
-    time.sleep(0.6)
+    _wait_for(lambda: cap.scrapes - cap.failures >= good_before + 3, "3 good scrapes again")
     t0 = time.monotonic()
     cap.stop()
     assert time.monotonic() - t0 < 2.0
@@ -122,7 +131,9 @@ def test_capture_gap_when_target_goes_away(tmp_path):
     util = df[df["metric"] == "nvml_gpu_utilization_ratio"]
     assert (util["value"] == 0.5).all()
     ts = util["ts_unix"].to_numpy()
-    assert (ts[1:] - ts[:-1]).max() > 0.5                   # the gap shows in the series
+    # the gap shows in the series: it spans the time the target was away (a sample that was
+    # in flight when the server closed may land a few ms after down_from)
+    assert (ts[1:] - ts[:-1]).max() > down_to - down_from - 0.05
     assert ts.max() > down_to                               # and the series came back
     assert "go_gc_duration_seconds" not in set(df["metric"])
 
@@ -157,7 +168,12 @@ def test_capture_under_gevent(tmp_path):
             cap = MetricsCapture([ScrapeTarget("A", "exporter",
                                   "http://127.0.0.1:{server.port}/metrics")],
                                  {str(tmp_path / 'g.csv')!r}, interval_s=0.1)
-            cap.start(); gevent.sleep(0.55); cap.stop()
+            cap.start()
+            deadline = time.monotonic() + 30
+            while cap.scrapes - cap.failures < 3:
+                assert time.monotonic() < deadline, "timed out waiting for 3 good scrapes"
+                gevent.sleep(0.01)
+            cap.stop()
         """)
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                               text=True, timeout=60)

@@ -55,8 +55,15 @@ def test_bad_arguments(args: list[str], msg: str, capsys) -> None:
 def test_serves_metrics_and_healthz_and_stops_on_sigterm(tmp_path) -> None:
     with exporter_process(tmp_path, "--fake-gpus", "2", "--interval", "0.2",
                           "--process-memory") as (proc, port):
-        status, body = http_get(f"http://127.0.0.1:{port}/healthz")
-        health = json.loads(body)
+        # /healthz answers before the first sampling round is done: wait for its first sample
+        deadline = time.monotonic() + 10
+        while True:
+            status, body = http_get(f"http://127.0.0.1:{port}/healthz")
+            health = json.loads(body)
+            if health["last_sample_age_seconds"] is not None:
+                break
+            assert time.monotonic() < deadline, f"no sample within 10 s: {health}"
+            time.sleep(0.05)
         assert status == 200 and health["nvml_up"] is True
         assert [g["gpu"] for g in health["gpus"]] == ["0", "1"]
         assert 0 <= health["last_sample_age_seconds"] < 2

@@ -137,16 +137,24 @@ def test_hanging_call_does_not_block_scrapes_and_marks_only_that_gpu_down() -> N
             assert time.monotonic() < deadline, "GPUs never came up"
             time.sleep(0.05)
         fake.gpus[1].hang["nvmlDeviceGetPowerUsage"] = release
-        time.sleep(1.0)  # well past stale_after
+        hung = '{error="Hung",function="nvmlDeviceGetPowerUsage"}'
+        # GPU 1 is marked down, and the hang counted, once its read has run past stale_after
+        deadline = time.monotonic() + 5
+        while True:
+            text = http_get(url)[1].decode()
+            if (series(text, "nvml_gpu_up") == {GPU0: 1.0, GPU1: 0.0}
+                    and hung in series(text, "exporter_nvml_errors_total")):
+                break
+            assert time.monotonic() < deadline, "the hung GPU was never marked down"
+            time.sleep(0.05)
         t0 = time.monotonic()
         status, body = http_get(url, timeout=2)
         elapsed = time.monotonic() - t0
         text = body.decode()
-        assert status == 200 and elapsed < 0.5
+        assert status == 200 and elapsed < 1.5   # a scrape blocked by the hang would time out
         assert series(text, "nvml_gpu_up") == {GPU0: 1.0, GPU1: 0.0}
         assert GPU1 not in series(text, "nvml_gpu_memory_used_bytes")
-        assert series(text, "exporter_nvml_errors_total")[
-            '{error="Hung",function="nvmlDeviceGetPowerUsage"}'] == 1
+        assert series(text, "exporter_nvml_errors_total")[hung] == 1
         health = http_get(url.replace("/metrics", "/healthz"))[1].decode()
         assert '"up": false' in health and '"stale": false' in health
         # released: the GPU comes back
@@ -156,6 +164,8 @@ def test_hanging_call_does_not_block_scrapes_and_marks_only_that_gpu_down() -> N
         while series(http_get(url)[1].decode(), "nvml_gpu_up").get(GPU1) != 1.0:
             assert time.monotonic() < deadline, "GPU 1 did not come back"
             time.sleep(0.05)
+        # the hang was counted once, however many sampling rounds it lasted
+        assert series(http_get(url)[1].decode(), "exporter_nvml_errors_total")[hung] == 1
     finally:
         release.set()
         server.shutdown()

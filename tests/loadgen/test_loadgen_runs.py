@@ -136,7 +136,9 @@ def test_streams_in_flight_at_the_end_are_recorded(stub, tmp_path):
     records = read_records(run_dir)
     interrupted = records[records["error_category"] == "interrupted"]
     assert len(interrupted) == 4          # one stream per user was cut
-    assert (interrupted["chunks"] > 0).all()
+    # The stop lands mid-way through each user's second 1.6 s stream, but a user slowed enough on a
+    # loaded machine may have just begun its next stream and be cut before its first chunk.
+    assert (interrupted["chunks"] > 0).sum() >= 3
     # Locust starts the 4 users at once; their first requests are spread over start_spread_s
     firsts = records.sort_values("start_unix")["start_unix"].head(4)
     assert firsts.max() - firsts.min() > 0.05
@@ -148,16 +150,19 @@ def test_a_graceful_stop_cuts_no_stream(stub, tmp_path):
     # Back-to-back short streams: at any moment many users are between two requests, the state
     # in which Locust kills a user at once (and the kill landed inside its next request).
     url = stub(ttft_ms=0, itl_ms=0)
+    users = 64
     cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
                                                "model": "stub-model"}],
-                       load={"stages": [64], "ramp_s": 0.2, "warmup_s": 0.5, "steady_s": 2.0,
+                       load={"stages": [users], "ramp_s": 0.2, "warmup_s": 0.5, "steady_s": 2.0,
                              "drain_s": 0.2, "start_spread_s": 0.0},
                        request={"max_tokens": 128})
     result = run_campaign(["--endpoints-file", str(cfg), "--results-dir", str(tmp_path / "res"),
                            "--no-preflight", "--no-report", "--stop-timeout", "10"])
     assert result.returncode == 0, result.stdout + result.stderr
     records = read_records(next((tmp_path / "res").iterdir()) / "runs" / "r01-A")
-    assert len(records) > 200
+    # Every user finished a request and started another, so the stop found users between two
+    # requests (and most inside one).
+    assert len(records) >= 2 * users
     assert records["ok"].all(), records.loc[~records["ok"], "error_category"].value_counts()
 
 
@@ -188,9 +193,10 @@ def test_sigint_stops_locust_started_with_sigint_ignored(stub, tmp_path):
 
 def test_open_loop_keeps_the_arrival_rate_and_records_send_lag(stub, tmp_path):
     url = stub(ttft_ms=10, itl_ms=2)
+    rate = 20.0
     cfg = write_config(tmp_path / "ep.json", [
         {"label": "A", "base_url": url, "model": "stub-model"}],
-        load={"mode": "open", "rates": [20.0], "ramp_s": 0.0, "warmup_s": 0.5,
+        load={"mode": "open", "rates": [rate], "ramp_s": 0.0, "warmup_s": 0.5,
               "steady_s": 4.0, "drain_s": 0.5})
     result = run_campaign(["--endpoints-file", str(cfg), "--results-dir", str(tmp_path / "res"),
                            "--no-preflight", "--no-report", "--stop-timeout", "3"])
@@ -200,7 +206,8 @@ def test_open_loop_keeps_the_arrival_rate_and_records_send_lag(stub, tmp_path):
     steady = records[records["phase"] == "steady"]
     assert 40 <= len(steady) <= 130          # Poisson, 20/s over ~4 s
     assert steady["scheduled_unix"].notna().all()
-    assert steady["send_lag_s"].median() < 0.05
+    lag = steady["send_lag_s"].median()
+    assert lag < 0.5 / rate, lag              # sent well within the mean inter-arrival gap
     assert records["ok"].all()
 
 

@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -82,7 +81,7 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
                 if b.text.strip().lower() == "stop"]
         assert stop, f"no Stop button among {texts}"
         stop[0].click()
-        time.sleep(2)
+        wait_until(lambda: _runner_state(port) == "stopped", 30, "Locust to report 'stopped'")
     finally:
         if browser is not None:
             browser.quit()
@@ -114,6 +113,17 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
     failed = table[~table["ok"]]
     assert set(failed["error_category"]) <= {"interrupted"} and len(failed) <= 3, failed
     assert (table["stage_users"] == 3).mean() > 0.8   # tagged with the user count set by hand
+
+
+def _runner_state(port: int) -> str | None:
+    """The runner state Locust's web UI reports ("running", "stopped", ...), None if unknown."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests", timeout=5) as r:
+            return json.loads(r.read()).get("state")
+    except (OSError, ValueError):
+        return None
 
 
 def _reachable(port: int) -> bool:

@@ -47,7 +47,7 @@ def servers():
         tree = {s.label: [psutil.Process(p) for p in s.pids()] for s in started}
         yield by_label
     procs = [p for ps in tree.values() for p in ps]
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=60)
     assert not alive, f"left behind after the launcher stopped: {alive}"
     for spec in ls.SPECS.values():
         assert ls.port_owner(spec.port) is None
