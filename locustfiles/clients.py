@@ -111,13 +111,26 @@ class StampedSocket(gevent.socket.socket):
             sent = stamps[0] - (time.time() - now)
             self.sent = sent if sent <= now else now
 
+    def _peek(self, bufsize: int) -> bytes:
+        """What the socket holds, left in place; waits cooperatively until something is there.
+
+        A transmit stamp the device queued after ``sendall`` returned makes the socket poll
+        ready (POLLERR) with nothing to read: it is taken here, so the wait does not spin.
+        """
+        while True:
+            try:
+                return self._sock.recv(bufsize, reactor.MSG_PEEK)
+            except BlockingIOError:
+                pass
+            if not self.sent:
+                self._take_sent()
+            gevent.socket.wait_read(self.fileno(), timeout=self.timeout)
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
-        if not self.sent:
-            self._take_sent()  # a stamp the device queued after sendall returned
         if self.headers_due and not flags:
             # Read no further than the headers: body events queued behind them (the process
             # was late) are left for the stream reader, which times each from its own packet.
-            queued = super().recv(bufsize, reactor.MSG_PEEK)
+            queued = self._peek(bufsize)
             end = queued.find(b"\r\n\r\n")
             if end >= 0:
                 bufsize = end + 4
