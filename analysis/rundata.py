@@ -32,7 +32,8 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 RECORD_COLUMNS: dict[str, pa.DataType] = {
     "endpoint": _DICT, "model": _DICT, "repetition": pa.int64(), "stage": pa.int64(),
     "stage_users": pa.int64(), "phase": _DICT, "start_unix": pa.float64(),
-    "send_lag_s": pa.float64(), "presend_s": pa.float64(), "ttft_s": pa.float64(), "ttfat_s": pa.float64(),
+    "send_lag_s": pa.float64(), "presend_s": pa.float64(), "ttft_s": pa.float64(),
+    "ttfat_s": pa.float64(),
     "e2e_s": pa.float64(), "tpot_s": pa.float64(), "output_tokens": pa.float64(),
     "reasoning_tokens": pa.float64(), "answer_tokens": pa.float64(),
     "prompt_tokens": pa.float64(), "tokens_from_usage": pa.bool_(), "itl_mean_s": pa.float64(),

@@ -105,45 +105,49 @@ def _q(series: pd.Series, q: float) -> float:
     return float(series.quantile(q)) if len(series) else math.nan
 
 
+def _spread(series: pd.Series, digits: int = 2, width: int = 6) -> str:
+    """p50/p99/max of a series, as one table cell."""
+    series = series.dropna()
+    top = series.max() if len(series) else math.nan
+    return (f"{_q(series, .5):{width}.{digits}f}/{_q(series, .99):{width}.{digits}f}/"
+            f"{top:{width}.1f}")
+
+
+def _header(title: str, columns: str) -> None:
+    print(title)
+    print(columns)
+    print("-" * len(columns))
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\nPer-request error, record minus wire (ms): p50 and p99 of |error|, and the max")
-    head = (f"{'case':30s} {'reqs':>5s} {'join':>5s} {'fail':>4s} {'req/s':>6s} "
+    _header("\nPer-request error, record minus wire (ms): p50 and p99 of |error|, and the max",
+            f"{'case':30s} {'reqs':>5s} {'join':>5s} {'fail':>4s} {'req/s':>6s} "
             f"{'send p50/p99/max':>20s} {'TTFT p50/p99/max':>20s} {'TTFAT p50/p99/max':>20s} "
             f"{'E2E p50/p99/max':>20s}")
-    print(head)
-    print("-" * len(head))
     for r in rows:
         e = r["errors"].drop(columns="request_id").abs()
-        cells = []
-        for col in ("send_ms", "ttft_ms", "ttfat_ms", "e2e_ms"):
-            s = e[col].dropna()
-            cells.append(f"{_q(s, .5):6.2f}/{_q(s, .99):6.2f}/{s.max() if len(s) else math.nan:6.1f}")
+        cells = [_spread(e[col]) for col in ("send_ms", "ttft_ms", "ttfat_ms", "e2e_ms")]
         print(f"{r['case']:30s} {r['requests']:5d} {r['joined']:5d} {r['failed']:4d} "
               f"{r['rate']:6.1f} " + " ".join(f"{c:>20s}" for c in cells))
-    print("\nTTFT as users see it (ms): the records' distribution against the wire's, same requests")
-    head = f"{'case':30s} {'record p50/p99':>16s} {'wire p50/p99':>16s}"
-    print(head)
-    print("-" * len(head))
+    _header("\nTTFT as users see it (ms): the records' distribution against the wire's, same "
+            "requests", f"{'case':30s} {'record p50/p99':>16s} {'wire p50/p99':>16s}")
     for r in rows:
         rec, wire_ttft = r["errors"]["record_ttft_ms"], r["errors"]["wire_ttft_ms"]
         print(f"{r['case']:30s} {_q(rec, .5):7.1f}/{_q(rec, .99):8.1f} "
               f"{_q(wire_ttft, .5):7.1f}/{_q(wire_ttft, .99):8.1f}")
-    print("\nThe generator's own lateness (ms): send lag = sent - due (open loop: the schedule; "
-          "closed loop: the previous stream's end); pre-send = request started -> bytes left; "
-          "loop lag = the event loop's (10 ms ticker)")
-    head = (f"{'case':30s} {'send lag p50/p99/max':>24s} {'pre-send p50/p99/max':>24s} "
+    _header("\nThe generator's own lateness (ms): send lag = sent - due (open loop: the schedule; "
+            "closed loop: the previous stream's end); pre-send = request started -> bytes left; "
+            "loop lag = the event loop's (10 ms ticker)",
+            f"{'case':30s} {'send lag p50/p99/max':>24s} {'pre-send p50/p99/max':>24s} "
             f"{'loop lag p99/max':>17s} {'machine stall':>13s} {'CPU max%':>8s} "
             f"{'kernel-stamped':>14s} {'dropped':>7s} {'overrun s':>9s}")
-    print(head)
-    print("-" * len(head))
     for r in rows:
-        lag, pre, loop = r["send_lag_ms"], r["presend_ms"], r["loop_lag"]
-        print(f"{r['case']:30s} "
-              f"{_q(lag, .5):7.2f}/{_q(lag, .99):7.2f}/{lag.max() if len(lag) else math.nan:7.1f} "
-              f"{_q(pre, .5):7.3f}/{_q(pre, .99):7.3f}/{pre.max() if len(pre) else math.nan:7.2f} "
+        loop = r["loop_lag"]
+        print(f"{r['case']:30s} {_spread(r['send_lag_ms'], 2, 7):>24s} "
+              f"{_spread(r['presend_ms'], 3, 7):>24s} "
               f"{loop.get('p99_ms', math.nan):7.2f}/{loop.get('max_ms', math.nan):8.1f} "
-              f"{r['machine_stall_ms']:13.1f} {r['generator_cpu_max']:8.0f} {r['kernel_stamped']:14.0%} {r['dropped']:7d} "
-              f"{r['overrun_s']:9.1f}")
+              f"{r['machine_stall_ms']:13.1f} {r['generator_cpu_max']:8.0f} "
+              f"{r['kernel_stamped']:14.0%} {r['dropped']:7d} {r['overrun_s']:9.1f}")
         if r["failures"]:
             print(f"{'':30s} failures: {r['failures']}")
 

@@ -29,6 +29,8 @@ from typing import Iterator
 
 import pandas as pd
 
+# The wire's own definition of a token packet, kept apart from the client's reader on purpose:
+# the truth must not share the code it checks.
 TOKEN = re.compile(rb'"(?:content|reasoning|reasoning_content)":"[^"]')
 ANSWER = re.compile(rb'"content":"[^"]')
 DONE = b"data: [DONE]"

@@ -105,8 +105,8 @@ FIELD_DEFINITIONS: dict[str, str] = {
     "when the user's previous stream ended (or its start spread elapsed, for its first request).",
     "send_lag_s": "start_unix - scheduled_unix: how late the load generator sent the request. "
     "Grows when the generator falls behind.",
-    "requested_tokens": "max_tokens sent with the request (drawn per request when [request] "
-    "max_tokens_range is set).",
+    "requested_tokens": "max_tokens sent with the request (drawn per request from "
+    "[max_tokens_min, max_tokens] when [request] max_tokens_min is set).",
     "ttft_s": "TTFT: request sent -> first streamed token of any kind (reasoning or answer). "
     "Role-only and empty chunks do not count. Chunk times are when the bytes reached the host "
     "(the kernel's receive stamp, fast client on Linux), not when the client read them.",

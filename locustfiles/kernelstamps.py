@@ -91,9 +91,7 @@ def take_sent_stamps(raw: Any) -> list[float]:
     while True:
         try:
             _data, ancillary, _flags, _addr = raw.recvmsg(1, ERRQUEUE_SPACE, MSG_ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            return stamps
-        except OSError:
+        except OSError:  # BlockingIOError: none left
             return stamps
         wall = wall_stamp(ancillary)
         if wall is not None:
