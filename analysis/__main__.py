@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from core import secrets
 from .errors import AnalysisError
 
 
@@ -75,6 +76,17 @@ def _prom_map(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Everything printed passes through core.secrets' scrubber (notes and server messages
+    could carry a key)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = secrets.ScrubbingStream(out), secrets.ScrubbingStream(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     progress = None if args.quiet else (lambda s: print(f"llm-report: {s}", file=sys.stderr,
                                                        flush=True))

@@ -23,9 +23,11 @@ from core.rundir import find_run_dirs
 from .compute import (TimeSeries, gap_warnings, metric_figures, parse_slos, request_figures,
                       run_timeseries, stage_windows)
 from .definitions import METRICS
-from .errors import AnalysisError, WarningList
+from .errors import AnalysisError, NoRecordsError, WarningList
 from .health import health_warnings, stage_health
+from .outages import MIN_DOWN_S, down_seconds, run_down_windows
 from .rundata import RunData, load_run, read_manifest_checked
+from .runref import RunRef, run_refs
 from .stats import (CI_LEVEL, Comparison, request_compare, seed_for, verdict_words,
                     welch_compare)
 
@@ -35,6 +37,8 @@ REQUEST_COMPARED = {"ttft_p50": "ttft_s", "e2e_p50": "e2e_s", "tpot_p50": "tpot_
 RUN_COMPARED = ("req_per_s", "output_tok_per_s", "goodput_per_s", "ttft_mean", "e2e_mean",
                 "tpot_mean", "error_rate", "gpu_util_mean", "sm_active_mean", "gpu_mem_used_mean",
                 "power_mean", "energy_per_token", "cpu_cores_mean", "rss_mean", "kv_cache_mean")
+DOWN_COLUMNS = ["run", "campaign", "run_id", "endpoint", "start_s", "start_unix", "end_unix",
+                "duration_s", "failures", "error_category"]
 # Compared settings (a difference is a config_mismatch warning).
 REQUEST_SETTINGS = ("max_tokens", "temperature", "ignore_eos")
 LOAD_SETTINGS_IGNORED = ("repetitions",)
@@ -56,7 +60,8 @@ class Options:
 @dataclass
 class RunInfo:
     run_id: str
-    path: str
+    name: str              # the report's name for the run (analysis.runref; a run is
+    path: str              # (campaign, run_id))
     campaign: str
     endpoints: list[str]
     repetition: int
@@ -93,6 +98,8 @@ class Result:
     options: Options
     inputs: list[str]
     models: dict[str, str] = field(default_factory=dict)
+    # one row per down window (analysis.outages): run, campaign, run_id, endpoint, start_s, ...
+    down_windows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DOWN_COLUMNS))
 
     def value(self, endpoint: str, level: float, metric: str, stat: str = "mean") -> float:
         c = self.combined
@@ -153,41 +160,62 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     if not manifests:
         raise AnalysisError(reasons[0] if len(reasons) == 1 else
                             f"no usable run among {len(dirs)} directories; first: {reasons[0]}")
-    manifests.sort(key=lambda dm: (_num(dm[1].get("start_unix")), str(dm[1].get("run_id"))))
+    manifests.sort(key=lambda dm: (_num(dm[1].get("start_unix")), str(dm[1].get("campaign")),
+                                   str(dm[1].get("run_id"))))
+    # A run is (campaign, run_id): the same pair twice is the same run (a copy) and counts once.
+    first_seen: dict[tuple[str, str], Path] = {}
+    todo: list[tuple[Path, dict, RunRef]] = []
+    for (d, manifest), ref in zip(manifests, run_refs(manifests)):
+        if ref.key in first_seen:
+            warnings.add("skipped_run", f"{d}: the same run (campaign {ref.campaign!r}, run_id "
+                         f"{ref.run_id!r}) as {first_seen[ref.key]}; counted once", ref)
+            continue
+        first_seen[ref.key] = d
+        todo.append((d, manifest, ref))
 
-    per_run_frames, error_frames, runs = [], [], []
+    per_run_frames, error_frames, down_frames, runs = [], [], [], []
     request_values: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {}
     timeseries: dict[str, TimeSeries] = {}
     loaded_runs: list[RunData] = []
     missing_sources: dict[tuple[str, str, str], list[str]] = {}
+    no_records: list[NoRecordsError] = []
     t_start = time.monotonic()
-    for i, (d, manifest) in enumerate(manifests, 1):
-        _progress(opts, f"[{i}/{len(manifests)}] reading {d}")
+    for i, (d, manifest, ref) in enumerate(todo, 1):
+        _progress(opts, f"[{i}/{len(todo)}] reading {d}")
         try:
-            run = load_run(d, manifest)
+            run = load_run(d, manifest, ref)
         except AnalysisError as exc:
             reasons.append(str(exc))
-            warnings.add("skipped_run", str(exc))
+            if isinstance(exc, NoRecordsError):
+                no_records.append(exc)
+            warnings.add("skipped_run", str(exc), ref)
             continue
         if opts.prometheus:
             from .prometheus import fetch_run_metrics
-            _progress(opts, f"[{i}/{len(manifests)}] querying {opts.prometheus}")
+            _progress(opts, f"[{i}/{len(todo)}] querying {opts.prometheus}")
             run.metrics = fetch_run_metrics(opts.prometheus, run, opts.prom_map, run.warnings)
         warnings.extend(w for w in run.warnings if w not in warnings)
-        info, per_run, errors = _analyse_run(run, slos, warnings, request_values, timeseries,
-                                             missing_sources)
+        info, per_run, errors, down = _analyse_run(run, slos, warnings, request_values,
+                                                   timeseries, missing_sources)
         runs.append(info)
         per_run_frames.append(per_run)
         error_frames.append(errors)
+        down_frames.append(down)
         loaded_runs.append(_light(run))
         del run
     if not runs:
+        if no_records and len(no_records) == len(reasons):
+            raise AnalysisError(
+                str(no_records[0]) if len(no_records) == 1 else
+                f"no records in any of the {len(no_records)} run(s) found: their records.csv "
+                f"are missing, empty or header-only (first: {no_records[0]}); each run's "
+                "locust.log says why it wrote none")
         raise AnalysisError(f"no usable run: {reasons[0]}" if reasons else "no usable run")
     _progress(opts, f"read {len(runs)} run(s) in {time.monotonic() - t_start:.1f} s; combining")
 
-    for (ep, src, url), run_ids in missing_sources.items():
-        warnings.add("no_metrics", f"endpoint {ep}: no {src} samples in {len(run_ids)} run(s) "
-                     f"({', '.join(run_ids[:3])}{', ...' if len(run_ids) > 3 else ''}) although "
+    for (ep, src, url), names in missing_sources.items():
+        warnings.add("no_metrics", f"endpoint {ep}: no {src} samples in {len(names)} run(s) "
+                     f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) although "
                      f"{'metrics_url' if src == 'server' else 'exporter_url'} is set ({url}); "
                      "its figures are n/a", endpoint=ep)
     per_run = pd.concat(per_run_frames, ignore_index=True)
@@ -196,7 +224,15 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
             "no stage reached its steady window in these runs (records of a web-UI run have "
             "phase 'manual', a run that crashed early has none): run a load shape with "
             "make loadtest, or pass runs that got past their warmup")
+    if per_run["requests"].sum() == 0:
+        # A report built from nothing must not look like one.
+        raise AnalysisError(
+            "no steady-state request in these runs: their records are all from ramp, warmup or "
+            "drain (or from stages outside stages.csv), so every figure would be n/a; run a "
+            "load shape whose stages reach steady state, or pass runs that got past their warmup")
     errors = pd.concat(error_frames, ignore_index=True) if error_frames else pd.DataFrame()
+    down_windows = (pd.concat([f for f in down_frames if len(f)], ignore_index=True)
+                    if any(len(f) for f in down_frames) else pd.DataFrame(columns=DOWN_COLUMNS))
     modes = sorted({r.mode for r in runs})
     mode = modes[0]
     _check_configs(loaded_runs, warnings)
@@ -216,7 +252,7 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     at_level = min(levels, key=lambda x: (abs(x - opts.at), x)) if levels else None
 
     for ep in endpoints:
-        n_runs = per_run.loc[per_run["endpoint"] == ep, "run_id"].nunique()
+        n_runs = count_runs(per_run[per_run["endpoint"] == ep])
         if n_runs == 1:
             warnings.add("single_run", f"endpoint {ep}: one run only; no spread across "
                          "repetitions, confidence intervals reflect request-level noise only",
@@ -245,7 +281,14 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
                   baseline=baseline, levels=levels, at_level=at_level, level_name=level_name,
                   mode=mode, slos=slos, setup=setup, timeseries=timeseries,
                   distributions=distributions, options=opts, inputs=[str(p) for p in paths],
-                  models=models)
+                  models=models, down_windows=down_windows)
+
+
+def count_runs(frame: pd.DataFrame) -> int:
+    """Distinct runs in a frame with campaign and run_id columns: a run is (campaign, run_id)."""
+    if not len(frame):
+        return 0
+    return len(frame[["campaign", "run_id"]].drop_duplicates())
 
 
 def _num(x: Any) -> float:
@@ -256,26 +299,29 @@ def _light(run: RunData) -> RunData:
     """The run without its big frames (kept for config checks and the setup section)."""
     return RunData(path=run.path, run_id=run.run_id, manifest=run.manifest,
                    records=run.records.iloc[:0], stages=run.stages, metrics=None,
-                   locust_chat_requests=run.locust_chat_requests, locust_source=run.locust_source)
+                   locust_chat_requests=run.locust_chat_requests, locust_source=run.locust_source,
+                   ref=run.ref)
 
 
 def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
                  request_values: dict, timeseries: dict[str, TimeSeries],
                  missing_sources: dict[tuple[str, str, str], list[str]]
-                 ) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame]:
+                 ) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     windows = stage_windows(run, warnings)
     req, errors = request_figures(run, windows, slos)
     met, gaps, missing = metric_figures(run, windows, warnings)
     for key in missing:
-        missing_sources.setdefault(key, []).append(run.run_id)
+        missing_sources.setdefault(key, []).append(run.name)
     gap_warnings(gaps, warnings)
     per_run = req.merge(met, on=["endpoint", "stage"], how="left")
     # Energy per output token: mean power from the energy counter (else the power gauge) / tok/s.
     watts = per_run["energy_w"].where(per_run["energy_w"].notna(), per_run["power_mean"])
     tok = per_run["output_tok_per_s"].where(per_run["output_tok_per_s"] > 0)
     per_run["energy_per_token"] = watts / tok
-    per_run.insert(0, "run_id", run.run_id)
-    per_run.insert(1, "repetition", run.repetition)
+    per_run.insert(0, "run", run.name)
+    per_run.insert(1, "campaign", run.campaign)
+    per_run.insert(2, "run_id", run.run_id)
+    per_run.insert(3, "repetition", run.repetition)
     models = {ep: str(run.endpoint_config(ep).get("model") or "") for ep in run.endpoints}
     if len(run.records):
         rec_models = (run.records.groupby("endpoint", observed=True)["model"]
@@ -283,45 +329,49 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
         for ep, m in rec_models.items():
             if m and not models.get(str(ep)):
                 models[str(ep)] = m
-    per_run.insert(3, "model", per_run["endpoint"].map(models))
-    errors.insert(0, "run_id", run.run_id)
+    per_run.insert(5, "model", per_run["endpoint"].map(models))
+    errors.insert(0, "run", run.name)
+    errors.insert(1, "campaign", run.campaign)
+    errors.insert(2, "run_id", run.run_id)
     if len(errors):
         errors = errors.merge(windows[["stage", "level"]], on="stage", how="left")
     else:
         errors["level"] = pd.Series(dtype=float)
 
+    # Down windows (analysis.outages): failures as time, beside the per-request error rate.
+    down = _down_windows(run, per_run, warnings)
     # Empty stages.
     for row in per_run.itertuples(index=False):
         if row.requests == 0:
-            warnings.add("empty_stage", f"run {run.run_id}: endpoint {row.endpoint}: stage "
+            warnings.add("empty_stage", f"run {run.name}: endpoint {row.endpoint}: stage "
                          f"{row.stage} ({_lvl(row.level)} {'req/s' if run.mode == 'open' else 'users'}) "
-                         "has no steady-state requests; its figures are n/a", run.run_id,
+                         "has no steady-state requests; its figures are n/a", run.ref,
                          row.endpoint)
     # Token counts from chunks.
     chunk_counted = per_run.groupby("endpoint")["tokens_from_chunks"].sum()
     for ep, n in chunk_counted.items():
         if n > 0:
             total = per_run.loc[per_run["endpoint"] == ep, "completed"].sum()
-            warnings.add("tokens_from_chunks", f"run {run.run_id}: endpoint {ep}: {int(n)} of "
+            warnings.add("tokens_from_chunks", f"run {run.name}: endpoint {ep}: {int(n)} of "
                          f"{int(total)} completed steady requests have token counts counted from "
                          "chunks (the server sent no usage); token figures are lower bounds",
-                         run.run_id, ep)
+                         run.ref, ep)
     # Saturated load generator.
     lg = run.manifest.get("load_generator") or {}
     if lg.get("saturated"):
-        warnings.add("saturated_load_generator", f"run {run.run_id}: the load generator was "
+        warnings.add("saturated_load_generator", f"run {run.name}: the load generator was "
                      f"saturated (max CPU {lg.get('max_cpu_percent', '?')}%, "
                      f"{lg.get('seconds_above_90', '?')} s above 90%): its latencies include "
                      "client delay and are not the server's; rerun with more Locust workers",
-                     run.run_id)
+                     run.ref)
     # The load generator's own lateness and lockstep, per endpoint and stage.
-    health_warnings(run.run_id, stage_health(run.records, run.manifest), warnings)
+    health_warnings(run.ref, stage_health(run.records, run.manifest), warnings)
     # Record counts.
     n_records = len(run.records)
     written = run.manifest.get("records_written")
     if isinstance(written, int) and written != n_records:
-        warnings.add("record_count_mismatch", f"run {run.run_id}: records.csv holds {n_records} "
-                     f"records, the manifest says {written} were written", run.run_id)
+        warnings.add("record_count_mismatch", f"run {run.name}: records.csv holds {n_records} "
+                     f"records, the manifest says {written} were written", run.ref)
     counts = []
     if isinstance(run.manifest.get("locust_requests"), int):
         counts.append(("manifest locust_requests", run.manifest["locust_requests"]))
@@ -330,9 +380,9 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
     locust = counts[0][1] if counts else None
     for source, n in counts:
         if n != n_records:
-            warnings.add("record_count_mismatch", f"run {run.run_id}: records.csv holds "
+            warnings.add("record_count_mismatch", f"run {run.name}: records.csv holds "
                          f"{n_records} records, Locust counted {n} CHAT requests ({source})",
-                         run.run_id)
+                         run.ref)
     # Per-request values for the comparisons and the distribution plots.
     steady = run.records[(run.records["phase"] == "steady") & run.records["ok"]]
     lvl = dict(zip(windows["stage"], windows["level"]))
@@ -350,7 +400,7 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
             ts = run_timeseries(run, ep, windows)
             if ts is not None:
                 timeseries[ep] = ts
-    info = RunInfo(run_id=run.run_id, path=str(run.path), campaign=str(run.manifest.get("campaign") or ""),
+    info = RunInfo(run_id=run.run_id, name=run.name, path=str(run.path), campaign=run.campaign,
                    endpoints=run.endpoints, repetition=run.repetition,
                    status=str(run.manifest.get("status")), mode=run.mode,
                    start_unix=run.manifest.get("start_unix"), end_unix=run.manifest.get("end_unix"),
@@ -360,7 +410,38 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
                    metrics_source="prometheus" if run.metrics is not None and
                    getattr(run.metrics, "attrs", {}).get("source") == "prometheus" else
                    ("metrics.csv" if run.metrics is not None else "none"))
-    return info, per_run, errors
+    return info, per_run, errors, down
+
+
+def _down_windows(run: RunData, per_run: pd.DataFrame, warnings: WarningList) -> pd.DataFrame:
+    """The run's down windows; adds down_s and down_share to per_run (in place) and warns."""
+    start = run.manifest.get("start_unix")
+    if isinstance(start, (int, float)) and not isinstance(start, bool):
+        origin = float(start)
+    else:
+        origin = float(run.records["start_unix"].min()) if len(run.records) else 0.0
+    dw = run_down_windows(run.records, origin)
+    by_ep = {str(ep): g for ep, g in dw.groupby("endpoint")} if len(dw) else {}
+    empty = dw.iloc[:0]
+    down_s = [down_seconds(by_ep.get(str(r.endpoint), empty), r.t0, r.t1)
+              if r.requests > 0 and r.duration == r.duration else math.nan
+              for r in per_run[["endpoint", "t0", "t1", "requests", "duration"]]
+              .itertuples(index=False)]
+    per_run["down_s"] = down_s
+    per_run["down_share"] = per_run["down_s"] / per_run["duration"] * 100.0
+    for ep, g in by_ep.items():
+        longest = g.loc[g["duration_s"].idxmax()]
+        warnings.add("endpoint_down", f"run {run.name}: endpoint {ep}: down (every request "
+                     f"failed) for {g['duration_s'].sum():.1f} s in {len(g)} window(s) of at "
+                     f"least {MIN_DOWN_S:g} s; longest {longest['duration_s']:.1f} s from "
+                     f"{longest['start_s']:.1f} s into the run ({int(longest['failures']):,} "
+                     f"failures, mostly {longest['error_category']}); the error rate counts "
+                     "each retry: read failures per second and down share (Errors section)",
+                     run.ref, ep)
+    dw.insert(0, "run", run.name)
+    dw.insert(1, "campaign", run.campaign)
+    dw.insert(2, "run_id", run.run_id)
+    return dw[DOWN_COLUMNS]
 
 
 def _lvl(x: Any) -> str:
@@ -441,7 +522,7 @@ def _check_configs(runs: list[RunData], warnings: WarningList) -> None:
     load_sig: dict[str, list[str]] = {}
     for r in runs:
         load = {k: v for k, v in r.load.items() if k not in LOAD_SETTINGS_IGNORED}
-        load_sig.setdefault(json.dumps(load, sort_keys=True, default=str), []).append(r.run_id)
+        load_sig.setdefault(json.dumps(load, sort_keys=True, default=str), []).append(r.name)
     if len(load_sig) > 1:
         loads = [json.loads(s) for s in load_sig]
         keys = sorted({k for l in loads for k in l if len({json.dumps(x.get(k), default=str)

@@ -26,13 +26,21 @@ GAP_FACTOR = 2.5     # a gap: no sample for longer than this many scrape interva
 # Steady windows
 
 def stage_windows(run: RunData, warnings: WarningList) -> pd.DataFrame:
-    """One row per stage with a steady window: stage, users, rate, level, t0, t1, duration."""
+    """One row per stage with a steady window: stage, users, rate, level, t0, t1, duration.
+
+    From stages.csv: [steady_unix, drain_unix). A stage row whose steady_unix is blank never
+    reached its steady state (an interrupted run's partial stage: its end_unix is the stop) and
+    has no window. A stage stopped during its steady state (drain_unix blank, end_unix set) ends
+    at end_unix. Only a row cut short altogether (no steady_unix and no end_unix: a crashed
+    writer) whose records say they were steady gets a window estimated from those records.
+    """
     rec = run.records
     steady = rec[rec["phase"] == "steady"]
     load = run.load
     steady_s = float(load.get("steady_s") or math.nan)
     last_start = float(rec["start_unix"].max()) if len(rec) else math.nan
     end_unix = run.manifest.get("end_unix")
+    stopped = run.manifest.get("interrupted_unix")
     rows: list[dict[str, Any]] = []
     st = run.stages
     known = set(int(s) for s in st["stage"]) if len(st) else set()
@@ -40,25 +48,34 @@ def stage_windows(run: RunData, warnings: WarningList) -> pd.DataFrame:
                           if len(steady) else pd.Series(dtype=float))
     for r in st.itertuples(index=False):
         t0, t1 = float(r.steady_unix), float(r.drain_unix)
+        stage_end = float(r.end_unix)
         stage = int(r.stage)
         if math.isnan(t0):
-            if stage in users_from_records.index:
+            if math.isnan(stage_end) and stage in users_from_records.index:
                 t0 = float(steady.loc[steady["stage"] == stage, "start_unix"].min())
-                warnings.add("missing_stage_timeline", f"run {run.run_id}: stage {stage} has no "
+                warnings.add("missing_stage_timeline", f"run {run.name}: stage {stage} has no "
                              "steady_unix in stages.csv; window start taken from its first "
-                             "steady request", run.run_id)
+                             "steady request", run.ref)
             else:
-                continue  # never reached steady state (the run ended before)
-        if math.isnan(t1):
+                continue  # never reached steady state (the run ended or was stopped before)
+        if math.isnan(t1) and not math.isnan(stage_end) and stage_end > t0:
+            # stopped during its steady state (an interrupted run): the window ends at the stop
+            t1 = stage_end
+            planned = f" of the planned {_fmt_s(steady_s)}" if not math.isnan(steady_s) else ""
+            warnings.add("incomplete_run", f"run {run.name}: stage {stage} was stopped during "
+                         f"its steady state; its steady window runs from steady_unix to the "
+                         f"stop (end_unix): {_fmt_s(t1 - t0)}{planned}", run.ref)
+        elif math.isnan(t1):
             candidates = [t0 + steady_s] if not math.isnan(steady_s) else []
             if not math.isnan(last_start) and last_start > t0:
                 candidates.append(last_start)
-            if isinstance(end_unix, (int, float)) and end_unix and end_unix > t0:
-                candidates.append(float(end_unix))
+            for t in (end_unix, stopped):
+                if isinstance(t, (int, float)) and not isinstance(t, bool) and t and t > t0:
+                    candidates.append(float(t))
             t1 = min(candidates) if candidates else math.nan
-            warnings.add("incomplete_run", f"run {run.run_id}: stage {stage} has no drain time "
+            warnings.add("incomplete_run", f"run {run.name}: stage {stage} has no drain time "
                          f"in stages.csv (cut short); its steady window ends at the last sign of "
-                         f"life ({_fmt_s(t1 - t0)} long)", run.run_id)
+                         f"life ({_fmt_s(t1 - t0)} long)", run.ref)
         users = r.users if not (isinstance(r.users, float) and math.isnan(r.users)) else (
             users_from_records.get(stage, math.nan))
         rows.append({"stage": stage, "users": users, "rate": r.rate, "t0": t0, "t1": t1,
@@ -70,9 +87,9 @@ def stage_windows(run: RunData, warnings: WarningList) -> pd.DataFrame:
         t0, t1 = float(s.min()), float(s.max())
         n = len(s)
         t1 = t1 + (t1 - t0) / max(1, n - 1)  # one mean gap past the last start
-        warnings.add("missing_stage_timeline", f"run {run.run_id}: stage {stage} is not in "
+        warnings.add("missing_stage_timeline", f"run {run.name}: stage {stage} is not in "
                      "stages.csv; its steady window was estimated from its requests' start times",
-                     run.run_id)
+                     run.ref)
         rows.append({"stage": stage, "users": users_from_records.get(stage, math.nan),
                      "rate": math.nan, "t0": t0, "t1": t1, "estimated": True})
     df = pd.DataFrame(rows, columns=["stage", "users", "rate", "t0", "t1", "estimated"])
@@ -192,6 +209,8 @@ def request_figures(run: RunData, windows: pd.DataFrame, slos: dict[str, float]
     tokens_known = out["output_tokens_sum"].notna() | (out["completed"] == 0)
     out["output_tok_per_s"] = (out["output_tokens_sum"].fillna(0) / dur).where(has & tokens_known)
     out["error_rate"] = ((out["requests"] - out["completed"]) / out["requests"] * 100.0).where(has)
+    # the same failures per second of the window (a storm of fast retries reads as time)
+    out["failures_per_s"] = ((out["requests"] - out["completed"]) / dur).where(has)
     if len(errors):
         errors["endpoint"] = errors["endpoint"].astype(str)
     return out, errors
@@ -272,7 +291,7 @@ def histogram_quantile(q: float, bounds: np.ndarray, cum: np.ndarray) -> float:
 
 @dataclass
 class Gap:
-    run_id: str
+    run: Any                 # analysis.runref.RunRef (or a run id)
     endpoint: str
     source: str
     stage: int
@@ -443,13 +462,13 @@ def metric_figures(run: RunData, windows: pd.DataFrame, warnings: WarningList
                 row.update(figs)
                 reset_any |= reset
                 for src, (longest, failed, err, missing_all) in g.items():
-                    gaps.append(Gap(run.run_id, ep, src, int(w.stage), w.level, longest, failed,
+                    gaps.append(Gap(run.ref, ep, src, int(w.stage), w.level, longest, failed,
                                     err, missing_all))
             rows.append(row)
         if reset_any:
-            warnings.add("counter_reset", f"run {run.run_id}: endpoint {ep}: a counter went "
+            warnings.add("counter_reset", f"run {run.name}: endpoint {ep}: a counter went "
                          "backwards inside a steady window (a restart?); increases were counted "
-                         "from the restart", run.run_id, ep)
+                         "from the restart", run.ref, ep)
     df = pd.DataFrame(rows, columns=["endpoint", "stage"]) if not rows else pd.DataFrame(rows)
     for k in METRIC_FIGURES + ["energy_w"]:
         if k not in df:
@@ -459,15 +478,15 @@ def metric_figures(run: RunData, windows: pd.DataFrame, warnings: WarningList
 
 def gap_warnings(gaps: list[Gap], warnings: WarningList) -> None:
     """One warning per run x endpoint x source, naming the stages and the worst gap."""
-    by: dict[tuple[str, str, str], list[Gap]] = {}
+    by: dict[tuple[Any, str, str], list[Gap]] = {}
     for g in gaps:
-        by.setdefault((g.run_id, g.endpoint, g.source), []).append(g)
-    for (run_id, ep, src), items in by.items():
+        by.setdefault((g.run, g.endpoint, g.source), []).append(g)
+    for (run, ep, src), items in by.items():
         levels = ", ".join(_level_text(g.level) for g in items)
         failed = sum(g.failed for g in items)
         longest = max(g.longest_s for g in items)
         errs = sorted({g.error for g in items if g.error})
-        text = (f"run {run_id}: endpoint {ep}: {src} metrics have gaps in {len(items)} steady "
+        text = (f"run {run}: endpoint {ep}: {src} metrics have gaps in {len(items)} steady "
                 f"window(s) (level {levels}): longest {longest:.1f} s without a sample")
         if failed:
             text += f", {failed} failed scrape(s)"
@@ -475,7 +494,7 @@ def gap_warnings(gaps: list[Gap], warnings: WarningList) -> None:
             text += f" ({'; '.join(errs[:3])})"
         if any(g.missing_all for g in items):
             text += "; some windows have no sample at all (n/a)"
-        warnings.add("metrics_gap", text, run_id, ep)
+        warnings.add("metrics_gap", text, run, ep)
 
 
 def _level_text(level: float) -> str:
@@ -502,6 +521,7 @@ class TimeSeries:
     metric_name: str = ""
     metric_t: np.ndarray = field(default_factory=lambda: np.array([]))
     metric_v: np.ndarray = field(default_factory=lambda: np.array([]))
+    run: str = ""                       # the run's name in the report (analysis.runref)
 
 
 def run_timeseries(run: RunData, endpoint: str, windows: pd.DataFrame) -> TimeSeries | None:
@@ -536,7 +556,8 @@ def run_timeseries(run: RunData, endpoint: str, windows: pd.DataFrame) -> TimeSe
     bands = [(w.t0 - origin, w.t1 - origin, _level_text(w.level))
              for w in windows.itertuples(index=False) if not math.isnan(w.t1)]
     ts = TimeSeries(run.run_id, endpoint, np.arange(n, dtype=float), started, completed, failed,
-                    ttft_p50, np.array(ut, dtype=float), np.array(uv, dtype=float), bands)
+                    ttft_p50, np.array(ut, dtype=float), np.array(uv, dtype=float), bands,
+                    run=run.name)
     sl = endpoint_slices(run.metrics, endpoint)
     if sl is not None:
         for name, label, scale, how in (

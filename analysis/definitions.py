@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .outages import DOWN_WINDOW_DEFINITION, MIN_DOWN_S
 from .stats import PERCENTILE_METHOD
 
 
@@ -50,6 +51,14 @@ _d("answer_tokens_mean", "answer tokens per request", "tok", f"Mean answer_token
    None, 1)
 _d("error_rate", "error rate", "%", f"Failed / all {_STEADY} x 100; by category in the errors "
    "table (core.records.ERROR_CATEGORIES).", True, 2)
+_d("failures_per_s", "failures per second", "req/s", f"Failed {_STEADY} / steady-window "
+   "duration: the failures of the error rate per second of the window. Clients retrying a down "
+   "endpoint fail fast and often, so a short outage gives a high error rate; this, with down "
+   "share, reads it as time.", True, 2)
+_d("down_s", "endpoint down", "s", "Seconds of the steady window covered by the endpoint's down "
+   f"windows (failing every request for at least {MIN_DOWN_S:g} s; see down window).", True, 1)
+_d("down_share", "endpoint down share", "%", "endpoint down / steady-window duration x 100: the "
+   "share of the steady window during which the endpoint failed every request.", True, 1)
 _d("tokens_from_chunks", "requests with chunk-counted tokens", "", f"{_OK.capitalize()} whose "
    "token counts came from counting chunks (tokens_from_usage False).", None, 0)
 for _f, _name, _lib in (("ttft", "TTFT", True), ("ttfat", "TTFAT", True), ("e2e", "E2E", True),
@@ -123,7 +132,14 @@ METRICS: dict[str, MetricDef] = {m.key: m for m in _M}
 
 OTHER_DEFINITIONS: dict[str, str] = {
     "steady window": "[steady_unix, drain_unix) of a stage in stages.csv; requests are chosen by "
-    "their phase field (phase == steady), metric samples by their timestamp inside the window.",
+    "their phase field (phase == steady), metric samples by their timestamp inside the window. "
+    "A stage stopped during its steady state (an interrupted run: drain_unix blank) ends at its "
+    "end_unix, the stop; a stage stopped before it (steady_unix blank) has no window.",
+    "run": "One Locust run (a run directory), identified by (campaign, run_id) from its "
+    "manifest: run_id is the directory's name, so two campaigns can both have r01-vllm. The "
+    "report names a run campaign/run_id when its runs come from more than one campaign, else "
+    "run_id; the same (campaign, run_id) found twice counts once.",
+    "down window": DOWN_WINDOW_DEFINITION,
     "concurrency / level": "A stage's users (closed loop) or request rate (open loop).",
     "repetitions": "Runs of the same endpoint and stage combine into mean, sample standard "
     "deviation and a 95% Student-t interval over the per-run values (shown as mean +- half "

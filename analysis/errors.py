@@ -8,6 +8,7 @@ report, in summary.json and in the terminal summary. Codes are stable (README.md
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 WARNING_CODES: dict[str, str] = {
     "saturated_load_generator": "The load generator's CPU was saturated during the run "
@@ -30,10 +31,13 @@ WARNING_CODES: dict[str, str] = {
     "empty_stage": "A stage has no steady-state requests for an endpoint; its figures are n/a.",
     "truncated_file": "A file ends mid-line or holds malformed rows (a crashed run); the "
     "incomplete rows were skipped.",
-    "incomplete_run": "The manifest says the run did not complete (status running or failed), or "
-    "its stage timeline lacks end times.",
-    "skipped_run": "A directory was left out of the report (unreadable, another schema version, "
-    "no records).",
+    "incomplete_run": "The manifest says the run did not complete (status running or failed, or "
+    "interrupted: stopped early by Ctrl-C/SIGTERM, with the time into the run when it stopped), "
+    "or its stage timeline lacks end times. A stage stopped before its steady state has no "
+    "figures; one stopped during it is measured from steady_unix to the stop (end_unix).",
+    "skipped_run": "A directory was left out of the report (unreadable, not a run directory of "
+    "this suite, another schema version, no records, or the same run (campaign, run_id) found "
+    "twice).",
     "single_run": "Only one run per endpoint: no spread across repetitions, confidence intervals "
     "cover request-level noise only.",
     "counter_reset": "A counter went backwards inside a window (server or exporter restarted); "
@@ -41,11 +45,19 @@ WARNING_CODES: dict[str, str] = {
     "missing_stage_timeline": "stages.csv is missing or lacks a stage; its steady window was "
     "estimated from the records' start times.",
     "unmapped_series": "Prometheus series that could not be mapped to an endpoint were ignored.",
+    "endpoint_down": "An endpoint failed every request for at least 1 s (a down window, "
+    "analysis/outages.py). Clients retrying a down endpoint fail fast and often, so the "
+    "per-request error rate overstates how long it was down: read failures per second, down "
+    "share and the Endpoint down table.",
 }
 
 
 class AnalysisError(Exception):
     """Input the report cannot be built from; the message says what to do (exit 2)."""
+
+
+class NoRecordsError(AnalysisError):
+    """A run directory whose records.csv holds no record (missing, 0 bytes or header only)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class ReportWarning:
     message: str
     run_id: str = ""
     endpoint: str = ""
+    campaign: str = ""      # with run_id, identifies the run (analysis.runref)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,8 +78,10 @@ class ReportWarning:
 class WarningList(list):
     """A list of ReportWarning that drops exact duplicates."""
 
-    def add(self, code: str, message: str, run_id: str = "", endpoint: str = "") -> None:
+    def add(self, code: str, message: str, run: Any = "", endpoint: str = "") -> None:
+        """run: an analysis.runref.RunRef (or a bare run id)."""
         assert code in WARNING_CODES, code
-        w = ReportWarning(code, message, run_id, endpoint)
+        run_id, campaign = getattr(run, "run_id", run), getattr(run, "campaign", "")
+        w = ReportWarning(code, message, str(run_id or ""), endpoint, str(campaign or ""))
         if w not in self:
             self.append(w)

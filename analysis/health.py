@@ -95,27 +95,28 @@ def stage_health(records: pd.DataFrame, manifest: dict[str, Any]) -> list[StageH
     return out
 
 
-def health_warnings(run_id: str, health: list[StageHealth], warnings: Any) -> None:
-    """Add the named warnings for late or lockstep stages."""
+def health_warnings(run: Any, health: list[StageHealth], warnings: Any) -> None:
+    """Add the named warnings for late or lockstep stages; run: an analysis.runref.RunRef (its
+    name is printed) or a run id."""
     for h in health:
         if h.late:
             warnings.add(
                 "generator_late",
-                f"run {run_id}: endpoint {h.endpoint}: stage {h.stage}: the load generator was "
+                f"run {run}: endpoint {h.endpoint}: stage {h.stage}: the load generator was "
                 f"late (send lag p99 {_ms(h.send_lag_p99_s)}, event-loop lag p99 "
                 f"{_ms(h.loop_lag_p99_s)}, pre-send p99 {_ms(h.presend_p99_s)}) beyond "
                 f"{_ms(h.late_limit_s)} (the larger of 1% of TTFT p50 {_ms(h.ttft_p50_s)} and "
                 f"2 ms): the load offered was not the load planned, so this stage's latency "
-                "figures are not to be trusted", run_id, h.endpoint)
+                "figures are not to be trusted", run, h.endpoint)
         if h.lockstep:
             warnings.add(
                 "lockstep",
-                f"run {run_id}: endpoint {h.endpoint}: stage {h.stage}: {h.lockstep_share:.0%} "
+                f"run {run}: endpoint {h.endpoint}: stage {h.stage}: {h.lockstep_share:.0%} "
                 f"of the steady requests left within 1 ms of two or more others (limit "
                 f"{LOCKSTEP_SHARE:.0%}): bursts no real traffic has (closed-loop users against a "
                 "batching server send together when their requests end in the same step); vary "
                 "output lengths ([request] max_tokens_min) or use open loop",
-                run_id, h.endpoint)
+                run, h.endpoint)
 
 
 def _ms(seconds: float) -> str:

@@ -175,7 +175,7 @@ def timeseries_figure(ts: TimeSeries, level_name: str, model: str = "") -> bytes
         axes[0].text((t0 + t1) / 2, 1.0, label, transform=axes[0].get_xaxis_transform(),
                      ha="center", va="bottom", fontsize=7)
     axes[-1].set_xlabel("seconds since the run's first request (shaded: steady windows)")
-    title = f"Run {ts.run_id}, endpoint {ts.endpoint}" + (f" ({model})" if model else "")
+    title = f"Run {ts.run or ts.run_id}, endpoint {ts.endpoint}" + (f" ({model})" if model else "")
     fig.suptitle(_plain(title), fontsize=10)
     return _png(fig)
 
@@ -222,7 +222,8 @@ def all_figures(result) -> list[tuple[str, str, bytes]]:
     for ep in result.endpoints:
         ts = result.timeseries.get(ep)
         if ts is not None:
-            figs.append((f"timeseries-{ep}", f"Time series of run {ts.run_id} for endpoint {ep}: "
+            run = ts.run or ts.run_id
+            figs.append((f"timeseries-{ep}", f"Time series of run {run} for endpoint {ep}: "
                          "users, req/s, TTFT and a metric, steady windows shaded; metric gaps "
                          "break the line.",
                          timeseries_figure(ts, result.level_name, result.models.get(ep, ""))))

@@ -169,7 +169,7 @@ def fetch_run_metrics(base_url: str, run: RunData, explicit: dict[str, str],
                       warnings: WarningList) -> pd.DataFrame | None:
     start, end = run.manifest.get("start_unix"), run.manifest.get("end_unix")
     if not isinstance(start, (int, float)):
-        raise AnalysisError(f"run {run.run_id}: the manifest has no start_unix; cannot query "
+        raise AnalysisError(f"run {run.name}: the manifest has no start_unix; cannot query "
                             "Prometheus for its window")
     if not isinstance(end, (int, float)) or end <= start:
         ends = [run.stages[c].max() for c in ("end_unix", "drain_unix") if len(run.stages)]
@@ -180,9 +180,9 @@ def fetch_run_metrics(base_url: str, run: RunData, explicit: dict[str, str],
     up = query_range(base_url, "up", float(start) - 2, float(end) + 2)
     df, unmapped = to_rows(results, instance_map(run, explicit), up)
     if unmapped:
-        warnings.add("unmapped_series", f"run {run.run_id}: {unmapped} Prometheus series matched "
+        warnings.add("unmapped_series", f"run {run.name}: {unmapped} Prometheus series matched "
                      "no endpoint and were ignored; map them with --prom-endpoint-label "
-                     "LABEL=INSTANCE", run.run_id)
+                     "LABEL=INSTANCE", run.ref)
     if not len(df):
         return None
     df = normalise_metrics(df)

@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import secrets
 from core.records import ERROR_CATEGORIES, FIELD_DEFINITIONS
 
+from .build import count_runs
 from .definitions import METRICS, OTHER_DEFINITIONS
 from .errors import WARNING_CODES
+from .outages import MIN_DOWN_S
 
 NA = "n/a"
 
@@ -38,6 +41,7 @@ class Table:
     display: pd.DataFrame           # strings, as shown
     raw: pd.DataFrame | None = None  # numbers, written to tables/<name>.csv/.json
     note: str = ""
+    write: bool = True              # False: shown only (its numbers are in another table's file)
 
 
 @dataclass
@@ -245,8 +249,8 @@ def at_table(result, lk: _Lookup, cmps: dict) -> Table | None:
         raw.append(raw_row)
     if not rows:
         return None
-    n_runs = {ep: result.per_run.loc[(result.per_run["endpoint"] == ep) &
-                                     (result.per_run["level"] == level), "run_id"].nunique()
+    n_runs = {ep: count_runs(result.per_run[(result.per_run["endpoint"] == ep) &
+                                            (result.per_run["level"] == level)])
               for ep in result.endpoints}
     note = ("Mean over runs ± 95% CI half-width (runs: "
             + ", ".join(f"{ep} {n}" for ep, n in n_runs.items())
@@ -302,8 +306,13 @@ def errors_table(result) -> Table | None:
     e = result.errors
     if e is None or not len(e):
         return None
+    keys = ["endpoint", "level"]
     pr = result.per_run
-    total = pr.groupby(["endpoint", "level"])["requests"].sum()
+    total = pr.groupby(keys)["requests"].sum()
+    # per time: the steady windows (all runs together) in which the endpoint had requests
+    active = pr[pr["requests"] > 0]
+    seconds = active.groupby(keys)["duration"].sum(min_count=1)
+    down = active.groupby(keys)["down_s"].sum(min_count=1)
     g = e.groupby(["endpoint", "level", "error_category"], dropna=False)
     agg = g["count"].sum().reset_index()
     if "example" in e:
@@ -312,19 +321,56 @@ def errors_table(result) -> Table | None:
         agg = agg.merge(ex.reset_index(), on=["endpoint", "level", "error_category"], how="left")
     else:
         agg["example"] = ""
+    agg["share_pct"] = [r.count / n * 100 if n > 0 else math.nan
+                        for r, n in ((r, total.get((r.endpoint, r.level), 0))
+                                     for r in agg.itertuples(index=False))]
+    agg["steady_s"] = [seconds.get((r.endpoint, r.level), math.nan)
+                       for r in agg.itertuples(index=False)]
+    agg["failures_per_s"] = agg["count"] / agg["steady_s"].where(agg["steady_s"] > 0)
+    agg["down_s"] = [down.get((r.endpoint, r.level), math.nan) for r in agg.itertuples(index=False)]
+    agg["down_share"] = agg["down_s"] / agg["steady_s"].where(agg["steady_s"] > 0) * 100.0
     rows = []
     for r in agg.itertuples(index=False):
-        n = total.get((r.endpoint, r.level), 0)
         rows.append({"endpoint": _ep_name(result, r.endpoint),
                      result.level_name: fmt_level(r.level), "category": r.error_category,
                      "failed requests": fmt(int(r.count)),
-                     "% of steady requests": fmt(r.count / n * 100 if n else math.nan, 2),
+                     "% of steady requests": fmt(r.share_pct, 2),
+                     _metric_header("failures_per_s"): fmt(r.failures_per_s,
+                                                           METRICS["failures_per_s"].decimals),
+                     _metric_header("down_s"): fmt(r.down_s, METRICS["down_s"].decimals),
+                     _metric_header("down_share"): fmt(r.down_share,
+                                                       METRICS["down_share"].decimals),
                      "example message": "" if _isnan(r.example) else str(r.example)[:200]})
-    agg["share_pct"] = [r.count / total.get((r.endpoint, r.level), math.nan) * 100
-                        for r in agg.itertuples(index=False)]
     return Table("errors", "Errors by category", pd.DataFrame(rows), agg,
-                 "Failed steady-state requests, all runs together. Categories: "
-                 "core.records.ERROR_CATEGORIES (see Definitions).")
+                 "Failed steady-state requests, all runs together. % of steady requests is the "
+                 "per-request error rate; failures per second divides the same failures by the "
+                 "steady windows' seconds, and endpoint down (s, share of those seconds) is the "
+                 f"time the endpoint failed every request for at least {MIN_DOWN_S:g} s (for the "
+                 "endpoint and level, all categories; see down window in Definitions): clients "
+                 "retrying a down endpoint make a short outage read as a high error rate. "
+                 "Categories: core.records.ERROR_CATEGORIES (see Definitions).")
+
+
+def down_tables(result) -> list[Table]:
+    """One 'Endpoint down' table per run with down windows (analysis.outages)."""
+    dw = result.down_windows
+    if dw is None or not len(dw):
+        return []
+    tables = []
+    for i, (name, g) in enumerate(dw.groupby("run", sort=False)):
+        rows = [{"endpoint": _ep_name(result, r.endpoint),
+                 "start (s into the run)": fmt(r.start_s, 1),
+                 "duration (s)": fmt(r.duration_s, 1), "failures": fmt(int(r.failures)),
+                 "dominant error category": str(r.error_category)}
+                for r in g.itertuples(index=False)]
+        tables.append(Table(f"endpoint_down-{i + 1}", f"Endpoint down: run {name}",
+                            pd.DataFrame(rows), g.reset_index(drop=True),
+                            f"Spans of at least {MIN_DOWN_S:g} s in which the endpoint's "
+                            "requests ended and none succeeded (down window in Definitions); "
+                            "start is seconds since the run's start; every phase counts, not "
+                            "only steady windows. Numbers: tables/endpoint_down.csv.",
+                            write=False))
+    return tables
 
 
 def comparisons_table(result) -> Table | None:
@@ -352,13 +398,15 @@ def comparisons_table(result) -> Table | None:
 
 def per_run_table(result) -> Table:
     pr = result.per_run
-    cols = ["run_id", "repetition", "endpoint", "level", "duration", "requests", "completed",
+    cols = ["run", "repetition", "endpoint", "level", "duration", "requests", "completed",
             "req_per_s", "output_tok_per_s", "ttft_p50", "e2e_mean", "error_rate",
-            "gpu_util_mean", "cpu_cores_mean"]
-    cols = [c for c in cols if c in pr and (c not in METRICS or pr[c].notna().any()
-                                            or c in ("req_per_s",))]
+            "failures_per_s", "down_share", "gpu_util_mean", "cpu_cores_mean"]
+    per_time = ("failures_per_s", "down_share")      # shown when there is something to show
+    cols = [c for c in cols if c in pr and (c not in METRICS or c == "req_per_s" or (
+        (pr[c] > 0).any() if c in per_time else pr[c].notna().any()))]
     rows = []
-    for r in pr.sort_values(["endpoint", "level", "repetition", "run_id"]).itertuples(index=False):
+    for r in pr.sort_values(["endpoint", "level", "repetition", "campaign", "run_id"]
+                            ).itertuples(index=False):
         row = {}
         for c in cols:
             v = getattr(r, c)
@@ -378,7 +426,7 @@ def per_run_table(result) -> Table:
 def runs_table(result) -> Table:
     rows = []
     for r in result.runs:
-        rows.append({"run": r.run_id, "campaign": r.campaign, "endpoints": ", ".join(r.endpoints),
+        rows.append({"run": r.name, "campaign": r.campaign, "endpoints": ", ".join(r.endpoints),
                      "repetition": str(r.repetition), "status": r.status,
                      "records": fmt(r.records),
                      "records_written": fmt(r.records_written) if isinstance(r.records_written, int) else NA,
@@ -530,6 +578,12 @@ def build_sections(result, figures: list[tuple[str, str, bytes]]) -> list[Sectio
         s.table(t)
     else:
         s.p("No failed steady-state requests.")
+    downs = down_tables(result)
+    for t in downs:
+        s.table(t)
+    if not downs:
+        s.p(f"No endpoint was down (failing every request for at least {MIN_DOWN_S:g} s) in "
+            "any run.")
     secs.append(s)
 
     s = Section("comparison", "Comparison, stage by stage")
@@ -728,6 +782,12 @@ def _all_tables(sections: list[Section]) -> list[Table]:
     return [p for s in sections for k, p in s.blocks if k == "table"]
 
 
+def _write(path: Path, text: str) -> None:
+    """Every report file is written here, scrubbed of anything shaped like a credential
+    (core.secrets: the second line of defence behind the config's refusal)."""
+    path.write_text(secrets.scrub(text), encoding="utf-8")
+
+
 def write_report(result, out_dir: Path, progress=None) -> dict[str, Any]:
     """Write report.html, report.md, summary.json and tables/ into out_dir."""
     from .plots import all_figures
@@ -740,20 +800,22 @@ def write_report(result, out_dir: Path, progress=None) -> dict[str, Any]:
     if progress:
         progress(f"writing {out_dir}")
     written = []
-    for t in _all_tables(sections) + [Table("combined", "", result.combined)]:
+    extra = [Table("combined", "", result.combined)]
+    if len(result.down_windows):
+        extra.append(Table("endpoint_down", "", result.down_windows))
+    for t in [t for t in _all_tables(sections) if t.write] + extra:
         raw = t.raw if t.raw is not None else t.display
         csv_path = out_dir / "tables" / f"{t.name}.csv"
-        raw.to_csv(csv_path, index=False)
-        (out_dir / "tables" / f"{t.name}.json").write_text(
-            json.dumps(_records(raw), indent=1, allow_nan=False), encoding="utf-8")
+        _write(csv_path, raw.to_csv(index=False))
+        _write(out_dir / "tables" / f"{t.name}.json",
+               json.dumps(_records(raw), indent=1, allow_nan=False))
         written.append(csv_path)
     html_path = out_dir / "report.html"
-    html_path.write_text(render_html(result, sections), encoding="utf-8")
+    _write(html_path, render_html(result, sections))
     md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(result, sections), encoding="utf-8")
+    _write(md_path, render_markdown(result, sections))
     summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary_dict(result), indent=1, allow_nan=False),
-                            encoding="utf-8")
+    _write(summary_path, json.dumps(summary_dict(result), indent=1, allow_nan=False))
     return {"html": html_path, "md": md_path, "summary": summary_path, "tables": written,
             "figures": [f[0] for f in figures]}
 
@@ -784,6 +846,7 @@ def summary_dict(result) -> dict[str, Any]:
         "models": result.models, "baseline": result.baseline, "mode": result.mode,
         "level_name": result.level_name, "levels": result.levels, "at_level": result.at_level,
         "slos": result.slos, "warnings": [w.to_dict() for w in result.warnings], "at": at,
+        "down_windows": _records(result.down_windows),
         "combined": _records(result.combined), "comparisons": _records(result.comparisons),
         "setup": result.setup,
         "definitions": {k: m.definition for k, m in METRICS.items()} | OTHER_DEFINITIONS,

@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from core.records import RECORD_FIELDS
-from core.rundir import (LOCUST_CSV_PREFIX, LOCUST_JSON, MANIFEST, METRIC_FIELDS, METRICS, RECORDS,
-                         SCHEMA_VERSION, STAGE_FIELDS, STAGES)
+from core.rundir import (LOCUST_CSV_PREFIX, LOCUST_JSON, LOCUST_LOG, MANIFEST, METRIC_FIELDS,
+                         METRICS, RECORDS, SCHEMA_VERSION, STAGE_FIELDS, STAGES)
 
-from .errors import AnalysisError, WarningList
+from .errors import AnalysisError, NoRecordsError, WarningList
+from .runref import RunRef, run_ref
 
 # The record columns the analysis reads, with their types.
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -189,6 +190,20 @@ class RunData:
     locust_chat_requests: int | None     # from locust.json / locust_stats.csv
     locust_source: str = ""
     warnings: WarningList = field(default_factory=WarningList)
+    ref: RunRef | None = None            # (campaign, run_id) and the name the report prints
+
+    def __post_init__(self) -> None:
+        if self.ref is None:
+            self.ref = run_ref(self.manifest, self.path)
+
+    @property
+    def campaign(self) -> str:
+        return self.ref.campaign
+
+    @property
+    def name(self) -> str:
+        """The run as the report names it (analysis.runref)."""
+        return self.ref.name
 
     @property
     def config(self) -> dict[str, Any]:
@@ -243,6 +258,14 @@ def read_manifest_checked(run_dir: Path) -> dict[str, Any]:
                             "have crashed while writing it: leave this run out") from None
     if not isinstance(manifest, dict):
         raise AnalysisError(f"{run_dir}: {MANIFEST} is not a JSON object; leave this run out")
+    # Another tool's manifest.json (find_run_dirs takes any folder holding one): say so, rather
+    # than calling it an old run.
+    lacking = [k for k in ("schema_version", "run_id") if manifest.get(k) in (None, "")]
+    if lacking:
+        raise AnalysisError(
+            f"{run_dir}: not a run directory of this suite: its {MANIFEST} has no "
+            f"{' and no '.join(lacking)} (another tool's file?); pass the run directories "
+            "make loadtest wrote (results/<campaign>/runs/...), or leave this folder out")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
@@ -254,14 +277,22 @@ def read_manifest_checked(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_records(run_dir: Path, run_id: str, warnings: WarningList) -> pd.DataFrame:
+def _read_records(run_dir: Path, run: RunRef, warnings: WarningList) -> pd.DataFrame:
     path = run_dir / RECORDS
     table, header, info = read_csv_table(path, RECORD_COLUMNS, newlines_in_values=True)
+    log = run_dir / LOCUST_LOG
     if info.missing:
-        raise AnalysisError(f"{run_dir}: {RECORDS} is missing: the run wrote no records; "
-                            "leave it out or rerun it")
+        raise NoRecordsError(f"{run_dir}: no records: {RECORDS} is missing; see {log} for why "
+                             "the run wrote none, then leave it out or rerun it")
     if table is None:
-        raise AnalysisError(f"{run_dir}: {RECORDS} is empty: the run wrote no records")
+        raise NoRecordsError(f"{run_dir}: no records: {RECORDS} is empty (0 bytes); see {log} "
+                             "for why the run wrote none, then leave it out or rerun it")
+    if table.num_rows == 0:
+        what = "holds only its header"
+        if info.skipped_rows or info.truncated or info.error:
+            what = "holds no readable row (the rows it has are malformed or cut short)"
+        raise NoRecordsError(f"{run_dir}: no records: {RECORDS} {what}; see {log} for why the "
+                             "run wrote none, then leave it out or rerun it")
     missing = [c for c in REQUIRED_RECORD_COLUMNS if c not in header]
     if missing:
         raise AnalysisError(f"{run_dir}: {RECORDS} lacks column(s) {', '.join(missing)}; it was "
@@ -274,7 +305,7 @@ def _read_records(run_dir: Path, run_id: str, warnings: WarningList) -> pd.DataF
             what.append(f"{info.skipped_rows} malformed row(s) were skipped")
         if info.error:
             what.append(f"read row by row after: {info.error}")
-        warnings.add("truncated_file", f"run {run_id}: {RECORDS}: " + "; ".join(what), run_id)
+        warnings.add("truncated_file", f"run {run}: {RECORDS}: " + "; ".join(what), run)
     df = table.to_pandas()
     for c, typ in RECORD_COLUMNS.items():
         if c in df:
@@ -316,20 +347,20 @@ def _read_stages(run_dir: Path) -> tuple[pd.DataFrame, bool]:
     return df[list(STAGE_FIELDS)].sort_values("stage").reset_index(drop=True), info.truncated
 
 
-def read_metrics_csv(path: Path, run_id: str, warnings: WarningList) -> pd.DataFrame | None:
+def read_metrics_csv(path: Path, run: RunRef | str, warnings: WarningList) -> pd.DataFrame | None:
     table, header, info = read_csv_table(path, METRIC_COLUMNS)
     if table is None:
         return None
     missing = [c for c in METRIC_FIELDS if c not in header]
     if missing:
-        warnings.add("truncated_file", f"run {run_id}: {METRICS} lacks column(s) "
-                     f"{', '.join(missing)}; metric samples ignored", run_id)
+        warnings.add("truncated_file", f"run {run}: {METRICS} lacks column(s) "
+                     f"{', '.join(missing)}; metric samples ignored", run)
         return None
     if info.truncated or info.skipped_rows or info.error:
-        warnings.add("truncated_file", f"run {run_id}: {METRICS}: "
+        warnings.add("truncated_file", f"run {run}: {METRICS}: "
                      + ("ends mid-line; " if info.truncated else "")
                      + (f"{info.skipped_rows} malformed row(s) skipped" if info.skipped_rows else "")
-                     , run_id)
+                     , run)
     df = table.to_pandas()
     return normalise_metrics(df)
 
@@ -371,25 +402,71 @@ def _locust_chat_requests(run_dir: Path, labels: list[str]) -> tuple[int | None,
     return None, ""
 
 
-def load_run(run_dir: Path, manifest: dict[str, Any] | None = None) -> RunData:
-    """Read a run directory; AnalysisError when it cannot be used at all."""
+def load_run(run_dir: Path, manifest: dict[str, Any] | None = None,
+             ref: RunRef | None = None) -> RunData:
+    """Read a run directory; AnalysisError when it cannot be used at all (NoRecordsError when
+    it holds no record)."""
     run_dir = Path(run_dir)
     if manifest is None:
         manifest = read_manifest_checked(run_dir)
-    run_id = str(manifest.get("run_id") or run_dir.name)
+    ref = ref or run_ref(manifest, run_dir)
     warnings = WarningList()
-    records = _read_records(run_dir, run_id, warnings)
+    records = _read_records(run_dir, ref, warnings)
     stages, stages_truncated = _read_stages(run_dir)
     status = manifest.get("status")
     if status != "complete":
-        warnings.add("incomplete_run", f"run {run_id}: manifest status is {status!r}, not "
-                     "'complete' (the run crashed or is still running); its figures cover what "
-                     "was written", run_id)
+        warnings.add("incomplete_run", incomplete_text(ref, manifest, stages), ref)
     if stages_truncated:
-        warnings.add("truncated_file", f"run {run_id}: {STAGES} ends mid-line", run_id)
-    metrics = read_metrics_csv(run_dir / METRICS, run_id, warnings)
+        warnings.add("truncated_file", f"run {ref}: {STAGES} ends mid-line", ref)
+    metrics = read_metrics_csv(run_dir / METRICS, ref, warnings)
     labels = list(manifest.get("endpoints") or [])
     chat, source = _locust_chat_requests(run_dir, labels)
-    return RunData(path=run_dir, run_id=run_id, manifest=manifest, records=records, stages=stages,
-                   metrics=metrics, locust_chat_requests=chat, locust_source=source,
-                   warnings=warnings)
+    return RunData(path=run_dir, run_id=ref.run_id, manifest=manifest, records=records,
+                   stages=stages, metrics=metrics, locust_chat_requests=chat,
+                   locust_source=source, warnings=warnings, ref=ref)
+
+
+PHASES = ("ramp", "warmup", "steady", "drain")
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+
+
+def incomplete_text(run: RunRef | str, manifest: dict[str, Any], stages: pd.DataFrame) -> str:
+    """The incomplete_run warning of a run whose manifest status is not 'complete'.
+
+    An interrupted run (Ctrl-C/SIGTERM; status 'interrupted', interrupted_unix) says when it
+    stopped (seconds into the run: interrupted_unix - start_unix), in which stage and phase, and
+    what that means for the stage's figures."""
+    status = manifest.get("status")
+    if status != "interrupted":
+        reason = manifest.get("failure_reason")
+        why = (f"failure_reason: {' '.join(str(reason).split())[:200]}" if reason else
+               "the run crashed or is still running")
+        return (f"run {run}: manifest status is {status!r}, not 'complete' ({why}); its figures "
+                "cover what was written")
+    stop, start = _num(manifest.get("interrupted_unix")), _num(manifest.get("start_unix"))
+    if math.isnan(stop):
+        when = "at an unknown time (the manifest has no interrupted_unix)"
+    elif math.isnan(start):
+        when = "at an unknown time into the run (the manifest has no start_unix)"
+    else:
+        when = f"{stop - start:.1f} s into the run"
+    text = f"run {run}: manifest status is 'interrupted': stopped early (Ctrl-C/SIGTERM) {when}"
+    # The stage it was in: the last one that had begun by then, and the last phase it reached.
+    where = ""
+    for row in stages.sort_values("stage").itertuples(index=False):
+        times = [(p, _num(getattr(row, f"{p}_unix"))) for p in PHASES]
+        reached = [(p, t) for p, t in times if not math.isnan(t) and
+                   (math.isnan(stop) or t <= stop)]
+        if reached:
+            where = (int(row.stage), reached[-1][0])
+    if where:
+        stage, phase = where
+        text += f", during stage {stage} ({phase})"
+        if phase in ("ramp", "warmup"):
+            text += ": that stage never reached its steady state and has no figures"
+        elif phase == "steady":
+            text += ": that stage's steady window ends at the stop (steady_unix to end_unix)"
+    return text + "; the figures cover the stages it reached"

@@ -92,6 +92,9 @@ FAULTS = (
     "no_usage",
     "multi_token_chunks",
     "split_writes",
+    "json_answer",      # stream=true answered as one application/json chat.completion (no SSE)
+    "empty_stream",     # a normal SSE stream with no token: role chunk, finish chunk, usage 0, [DONE]
+    "http_503_html",    # HTTP 503 with an HTML body, as a proxy or load balancer sends it
 )
 
 # vLLM's bucket edges for time_to_first_token_seconds.
@@ -100,13 +103,19 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             405: "Method Not Allowed", 413: "Payload Too Large", 429: "Too Many Requests",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 _VOCAB = [" " + w for w in (
     "the quick brown fox jumps over a lazy dog while seven tired engineers measure every "
     "token that streams from one small server under heavy load and count each chunk twice"
 ).split()]
 _VOCAB_JSON = [json.dumps(w).encode() for w in _VOCAB]
+
+_HTML_503 = (b"<html>\r\n<head><title>503 Service Unavailable</title></head>\r\n<body>\r\n"
+             b"<center><h1>503 Service Unavailable</h1></center>\r\n"
+             b"<p>The server is overloaded,\n   try again later.</p>\r\n"
+             b"<hr><center>stub-proxy</center>\r\n</body>\r\n</html>\r\n")
 
 _MAX_BODY = 16 * 1024 * 1024
 _MAX_HEAD = 64 * 1024
@@ -853,9 +862,15 @@ class StubServer:
                                                         "RateLimitError", 429), keep,
                             extra="retry-after: 1\r\n")
             return keep
+        if fault == "http_503_html":
+            self._send(transport, 503, _HTML_503, "text/html", keep)
+            return keep
         if fault == "reset":
             _abort_with_rst(transport)
             return False
+        if fault == "empty_stream":
+            n = r = 0
+            finish = "stop"
 
         self._seq += 1
         cid = f"chatcmpl-{self._id_prefix}{self._seq:08x}"
@@ -863,7 +878,7 @@ class StubServer:
         st.running += 1
         st.prompt_tokens += prompt_tokens
         st.observe_ttft(ttft + (stall_s if fault == "stall" else 0.0))
-        if stream:
+        if stream and fault != "json_answer":
             self._stream(conn, keep, http11, t0, cid, created, n, r, finish, ttft, itl, fault,
                          stall_s, fault_after, include_usage, prompt_tokens)
         else:
@@ -970,6 +985,13 @@ class StubServer:
         tail = _TAIL
         last_tail = _LAST_TAILS[finish]
         yield t0, head + b'"role":"assistant","content":""' + tail, False
+        if fault == "empty_stream":  # the model answered nothing (e.g. EOS at once)
+            d = t0 + ttft
+            yield d, head + b'"content":""' + last_tail, False
+            if include_usage:
+                yield d, self._usage_event(cid, created, prompt_tokens, 0, 0), False
+            yield d, _DONE_EVENT, False
+            return
 
         multi = fault == "multi_token_chunks"
         nch = r + ((n - r + 1) // 2 if multi else n - r)

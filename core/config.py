@@ -2,7 +2,12 @@
 
 The file is TOML (see ``endpoints.toml`` at the repository root). API keys are never in it:
 an endpoint names the environment variable that holds its key (``api_key_env``), and the key
-is read from the environment only when a request is built.
+is read from the environment only when a request is built. Anything that looks like a key
+(core.secrets) is refused, wherever it is.
+
+Every setting's type and range is declared once, beside its default, in the field's metadata
+(``at_least``, ``above``, ``one_of``, ``numbers``); ``check_settings`` enforces them for the
+file and for command-line overrides alike.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from core import secrets
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "endpoints.toml"
 CONFIG_ENV_VAR = "LOCUST_ENDPOINTS_FILE"
 
@@ -25,14 +32,35 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says what to change."""
 
 
+def at_least(low: float) -> dict[str, Any]:
+    return {"low": low}
+
+
+def above(low: float) -> dict[str, Any]:
+    return {"above": low}
+
+
+def one_of(*choices: str) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+def numbers(kind: type, *, low: float | None = None, above: float | None = None) -> dict[str, Any]:
+    """A non-empty list of numbers of one kind (int: whole numbers only)."""
+    return {"items": kind, "low": low, "above": above}
+
+
+def setting(default: Any, rule: dict[str, Any] | None = None) -> Any:
+    return field(default=default, metadata=rule or {})
+
+
 @dataclass(frozen=True)
 class RequestSettings:
-    max_tokens: int = 128
-    max_tokens_min: int = 0      # > 0: each request draws max_tokens from [this, max_tokens]
-    temperature: float = 0.5
+    max_tokens: int = setting(128, at_least(1))
+    max_tokens_min: int = setting(0, at_least(0))  # > 0: each request draws from [this, max_tokens]
+    temperature: float = setting(0.5, at_least(0))
     ignore_eos: bool = True
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 120.0
+    connect_timeout_s: float = setting(10.0, above(0))
+    read_timeout_s: float = setting(120.0, above(0))
 
 
 @dataclass(frozen=True)
@@ -57,21 +85,25 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    mode: str = "closed"                     # closed: concurrency sweep; open: Poisson arrivals
-    stages: tuple[int, ...] = (1, 4, 8, 16, 32)  # users per stage (closed loop)
-    rates: tuple[float, ...] = (1.0, 2.0, 4.0)   # requests/s per stage (open loop)
-    ramp_s: float = 5.0
-    warmup_s: float = 10.0
-    steady_s: float = 30.0
-    drain_s: float = 5.0
-    repetitions: int = 5
-    input_tokens: int = 64
-    prompt_words: int = 0                    # 0: derive from input_tokens (preflight calibrates)
+    mode: str = setting("closed", one_of("closed", "open"))  # closed: concurrency; open: Poisson
+    stages: tuple[int, ...] = setting((1, 4, 8, 16, 32), numbers(int, low=1))  # users per stage
+    rates: tuple[float, ...] = setting((1.0, 2.0, 4.0), numbers(float, above=0))  # req/s (open)
+    ramp_s: float = setting(5.0, at_least(0))
+    warmup_s: float = setting(10.0, at_least(0))
+    steady_s: float = setting(30.0, above(0))    # the window results come from
+    drain_s: float = setting(5.0, at_least(0))
+    repetitions: int = setting(5, at_least(1))
+    input_tokens: int = setting(64, at_least(1))
+    prompt_words: int = setting(0, at_least(0))  # 0: derive from input_tokens (preflight calibrates)
     prompt_seed: int = 0
-    prompts_file: str = ""
-    client: str = "fast"                     # fast (geventhttpclient) or openai (SDK)
-    max_in_flight: int = 1024                # open loop: cap on concurrent streams per process
-    start_spread_s: float = 1.0              # closed loop: a new user's first request waits 0..this
+    prompts_file: str = ""                       # relative paths: from the config file's folder
+    client: str = setting("fast", one_of("fast", "openai"))  # geventhttpclient or the openai SDK
+    max_in_flight: int = setting(1024, at_least(1))  # open loop: concurrent streams per process
+    start_spread_s: float = setting(1.0, at_least(0))  # closed loop: first request waits 0..this
+    # closed loop: after a failed request a user waits this long (doubling while failures go
+    # on, up to failure_backoff_max_s, 50-100% of it at random); 0 turns the wait off
+    failure_backoff_s: float = setting(0.5, at_least(0))
+    failure_backoff_max_s: float = setting(8.0, at_least(0))
 
     @property
     def stage_duration_s(self) -> float:
@@ -105,7 +137,7 @@ class SuiteConfig:
 
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-_SECRET_KEYS = {"api_key", "apikey", "key", "token", "authorization", "password", "secret"}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_known(section: str, data: dict[str, Any], cls: type) -> None:
@@ -116,44 +148,121 @@ def _check_known(section: str, data: dict[str, Any], cls: type) -> None:
                           f"known: {', '.join(sorted(known))}")
 
 
-def _build(cls: type, section: str, data: dict[str, Any], base: Any = None) -> Any:
+def _number(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind is int else isinstance(value, (int, float))
+
+
+def _describe_rule(rule: dict[str, Any], kind: type) -> str:
+    what = "a whole number" if kind is int else "a number"
+    if rule.get("low") is not None:
+        return f"{what} >= {rule['low']:g}"
+    if rule.get("above") is not None:
+        return f"{what} > {rule['above']:g}"
+    return what
+
+
+def check_settings(obj: Any, section: str) -> None:
+    """Every field's type and declared range (its metadata); one line naming the fix."""
+    for f in dataclasses.fields(obj):
+        value, rule = getattr(obj, f.name), f.metadata
+        default = f.default
+        kind = type(default)
+        where = f"[{section}] {f.name} = {value!r}"
+        if "items" in rule:
+            item_kind = rule["items"]
+            wanted = _describe_rule(rule, item_kind)
+            if (not isinstance(value, (list, tuple)) or not value
+                    or not all(_number(v, item_kind) for v in value)):
+                raise ConfigError(f"{where}: expected a list of one or more numbers, each "
+                                  f"{wanted}, e.g. {list(default)}")
+            bad = [v for v in value if not _in_range(v, rule)]
+            if bad:
+                raise ConfigError(f"{where}: each value must be {wanted}")
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false")
+            continue
+        if kind in (int, float):
+            if not _number(value, kind):
+                raise ConfigError(f"{where}: expected {_describe_rule(rule, kind)}")
+            if not _in_range(value, rule):
+                raise ConfigError(f"{where}: must be {_describe_rule(rule, kind)}")
+            continue
+        if not isinstance(value, kind):
+            raise ConfigError(f"{where}: expected {kind.__name__}")
+        if "choices" in rule and value not in rule["choices"]:
+            raise ConfigError(f"{where}: use one of {', '.join(map(repr, rule['choices']))}")
+
+
+def _in_range(value: float, rule: dict[str, Any]) -> bool:
+    if rule.get("low") is not None and value < rule["low"]:
+        return False
+    if rule.get("above") is not None and value <= rule["above"]:
+        return False
+    return True
+
+
+def _normalise(obj: Any) -> Any:
+    """Lists become tuples and whole numbers become floats where the default says so."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(f.default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(value, tuple) and f.metadata.get("items") is float:
+            value = tuple(float(v) if _number(v, float) else v for v in value)
+        elif isinstance(f.default, float) and _number(value, int):
+            value = float(value)
+        changes[f.name] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def _build(cls: type, section: str, data: Any, base: Any = None) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, got {type(data).__name__}")
     _check_known(section, data, cls)
     values = dataclasses.asdict(base) if base is not None else {}
     values.update(data)
-    try:
-        obj = cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"[{section}]: {exc}") from None
-    for f in dataclasses.fields(cls):
-        default_type = type(getattr(cls(), f.name)) if f.name != "label" else str
-        value = getattr(obj, f.name)
-        if default_type is tuple and isinstance(value, list):
-            object.__setattr__(obj, f.name, tuple(value))
-        elif default_type is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(obj, f.name, float(value))
-        elif not isinstance(value, default_type):
-            raise ConfigError(f"[{section}] {f.name} = {value!r}: expected {default_type.__name__}")
+    obj = _normalise(cls(**values))
+    check_settings(obj, section)
     return obj
 
 
-def validate_base_url(url: str, where: str) -> None:
+def refuse_secrets(data: Any, where: str) -> None:
+    """Stop at the first credential found anywhere in the raw config (never echoing it)."""
+    found = secrets.find_secrets(data, "")
+    if found:
+        raise ConfigError(f"{where}: {found[0]} looks like a secret; never put keys in the "
+                          "config, the command line or a URL: export the key in an environment "
+                          "variable and set api_key_env = \"THAT_VARIABLE\" on the endpoint")
+
+
+def validate_url(url: str, where: str, name: str = "base_url") -> None:
+    problem = secrets.url_problem(url)
+    if problem:  # the URL is not echoed: it holds the credential
+        raise ConfigError(f"{where}: {name} {problem}; keys go in an environment variable "
+                          "named by api_key_env, never in a URL")
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"{where}: base_url {url!r} is not an http(s) URL; "
+        raise ConfigError(f"{where}: {name} {url!r} is not an http(s) URL; "
                           "write it like http://127.0.0.1:8000/v1")
     try:
         parsed.port
     except ValueError:
-        raise ConfigError(f"{where}: base_url {url!r} has an invalid port") from None
+        raise ConfigError(f"{where}: {name} {url!r} has an invalid port") from None
 
 
-def _endpoint(raw: dict[str, Any], index: int, defaults: RequestSettings) -> Endpoint:
+def validate_base_url(url: str, where: str) -> None:
+    validate_url(url, where, "base_url")
+
+
+def _endpoint(raw: Any, index: int, defaults: RequestSettings) -> Endpoint:
     where = f"[[endpoints]] #{index + 1}"
-    secrets = sorted(k for k in raw if k.lower() in _SECRET_KEYS)
-    if secrets:
-        raise ConfigError(f"{where}: {secrets[0]!r} looks like a secret; never put keys in the "
-                          "config: export it in an environment variable and set "
-                          "api_key_env = \"THAT_VARIABLE\"")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table with label, base_url and model")
     data = dict(raw)
     for required in ("label", "base_url", "model"):
         if not isinstance(data.get(required), str) or not data[required]:
@@ -163,6 +272,15 @@ def _endpoint(raw: dict[str, Any], index: int, defaults: RequestSettings) -> End
                           "'_', '-' or '.'")
     where = f"endpoint {data['label']!r}"
     validate_base_url(data["base_url"], where)
+    for name in ("metrics_url", "exporter_url"):
+        if data.get(name):
+            if not isinstance(data[name], str):
+                raise ConfigError(f"{where}: {name} must be a URL string")
+            validate_url(data[name], where, name)
+    env_name = data.get("api_key_env", "")
+    if env_name and (not isinstance(env_name, str) or not _ENV_NAME_RE.match(env_name)):
+        raise ConfigError(f"{where}: api_key_env must be the NAME of an environment variable "
+                          "(letters, digits, '_'), not the key itself")
     request = _build(RequestSettings, f"{where} request", data.pop("request", {}), defaults)
     validate_request(request, f"{where} request")
     known = {f.name for f in dataclasses.fields(Endpoint)}
@@ -172,10 +290,14 @@ def _endpoint(raw: dict[str, Any], index: int, defaults: RequestSettings) -> End
                           f"known: {', '.join(sorted(known))}")
     if not isinstance(data.get("extra_body", {}), dict):
         raise ConfigError(f"{where}: extra_body must be a table")
+    for name in ("model", "api_key_env", "metrics_url", "exporter_url"):
+        if name in data and not isinstance(data[name], str):
+            raise ConfigError(f"{where}: {name} must be a string")
     return Endpoint(request=request, **data)
 
 
 def parse_config(data: dict[str, Any], source: str = "") -> SuiteConfig:
+    refuse_secrets(data, source or "the config")
     top_known = {"endpoints", "load", "request"}
     unknown = sorted(set(data) - top_known)
     if unknown:
@@ -197,31 +319,17 @@ def parse_config(data: dict[str, Any], source: str = "") -> SuiteConfig:
 
 
 def validate_request(request: RequestSettings, section: str = "request") -> None:
-    if request.max_tokens < 1:
-        raise ConfigError(f"[{section}] max_tokens must be >= 1")
-    if request.max_tokens_min and not 1 <= request.max_tokens_min <= request.max_tokens:
+    """Rules between settings (each setting's own range is checked by check_settings)."""
+    if request.max_tokens_min and not request.max_tokens_min <= request.max_tokens:
         raise ConfigError(f"[{section}] max_tokens_min = {request.max_tokens_min}: use 0 (every "
                           f"request asks for max_tokens) or 1..max_tokens ({request.max_tokens})")
 
 
 def validate_load(load: LoadSettings) -> None:
-    if load.mode not in ("closed", "open"):
-        raise ConfigError(f"[load] mode = {load.mode!r}: use 'closed' (concurrency sweep) or 'open'")
-    if load.client not in ("fast", "openai"):
-        raise ConfigError(f"[load] client = {load.client!r}: use 'fast' or 'openai'")
-    if not load.stages or any(int(u) < 1 for u in load.stages):
-        raise ConfigError(f"[load] stages = {list(load.stages)}: give one or more user counts >= 1")
-    if not load.rates or any(r <= 0 for r in load.rates):
-        raise ConfigError(f"[load] rates = {list(load.rates)}: give one or more rates > 0")
-    for name in ("ramp_s", "warmup_s", "drain_s", "start_spread_s"):
-        if getattr(load, name) < 0:
-            raise ConfigError(f"[load] {name} must be >= 0")
-    if load.steady_s <= 0:
-        raise ConfigError("[load] steady_s must be > 0: it is the window results come from")
-    if load.repetitions < 1:
-        raise ConfigError("[load] repetitions must be >= 1")
-    if load.input_tokens < 1:
-        raise ConfigError("[load] input_tokens must be >= 1")
+    check_settings(load, "load")
+    if load.failure_backoff_max_s < load.failure_backoff_s:
+        raise ConfigError(f"[load] failure_backoff_max_s = {load.failure_backoff_max_s:g} is "
+                          f"below failure_backoff_s = {load.failure_backoff_s:g}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
@@ -241,13 +349,29 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    if isinstance(data, dict):
+        data = _prompts_file_from(data, chosen.resolve().parent)
     return parse_config(data, source=str(chosen))
+
+
+def _prompts_file_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A relative prompts_file is read from the config file's folder, not Locust's."""
+    load = data.get("load")
+    if isinstance(load, dict) and isinstance(load.get("prompts_file"), str) and load["prompts_file"]:
+        path = Path(load["prompts_file"]).expanduser()
+        if not path.is_absolute():
+            return {**data, "load": {**load, "prompts_file": str(folder / path)}}
+    return data
 
 
 def with_overrides(config: SuiteConfig, *, urls: dict[str, str] | None = None,
                    models: dict[str, str] | None = None, **load_overrides: Any) -> SuiteConfig:
-    """A copy with endpoint URLs/models and load settings replaced (command-line overrides)."""
+    """A copy with endpoint URLs/models and load settings replaced (command-line overrides).
+
+    A relative prompts_file given here is taken from the current folder (where the user typed it).
+    """
     urls, models = urls or {}, models or {}
+    refuse_secrets({"url": urls, "model": models, "load": load_overrides}, "command line")
     for label in {*urls, *models}:
         config.endpoint(label)  # raises a clear error for an unknown label
     endpoints = []
@@ -260,19 +384,22 @@ def with_overrides(config: SuiteConfig, *, urls: dict[str, str] | None = None,
             changes["model"] = models[ep.label]
         endpoints.append(dataclasses.replace(ep, **changes))
     load_changes = {k: v for k, v in load_overrides.items() if v is not None}
-    load = dataclasses.replace(config.load, **load_changes)
+    if load_changes.get("prompts_file"):
+        load_changes["prompts_file"] = str(Path(load_changes["prompts_file"]).expanduser().resolve())
+    load = _normalise(dataclasses.replace(config.load, **load_changes))
     validate_load(load)
     return dataclasses.replace(config, endpoints=tuple(endpoints), load=load)
 
 
-def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
-    """Replace every secret value in text with '***' (servers may echo keys in error bodies)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+def redact(text: str, keys: list[str] | tuple[str, ...]) -> str:
+    """Text with these keys, and anything shaped like a credential, replaced by '***'
+    (servers may echo keys in error bodies)."""
+    return secrets.scrub(text, keys)
 
 
 def known_secrets(config: SuiteConfig) -> list[str]:
-    """The key values currently in the environment for the configured endpoints."""
-    return [ep.api_key() for ep in config.endpoints if ep.api_key()]
+    """The key values currently in the environment for the configured endpoints; from now on
+    every scrub in this process removes them too."""
+    keys = [ep.api_key() for ep in config.endpoints if ep.api_key()]
+    secrets.remember(*keys)
+    return keys

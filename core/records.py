@@ -24,9 +24,14 @@ ERROR_CATEGORIES: dict[str, str] = {
     "read_timeout": "No bytes from the server within the read timeout (before or during the stream).",
     "http_4xx": "The server answered with HTTP 4xx; the body's message is kept.",
     "http_5xx": "The server answered with HTTP 5xx; the body's message is kept.",
+    "not_event_stream": "HTTP 200 but the response was not a server-sent event stream (Content-Type "
+    "not text/event-stream): the server ignored stream=true or a proxy buffered it. The message "
+    "keeps the Content-Type and the start of the body.",
     "stream_error": "HTTP 200, then the stream carried an error event (vLLM: data: {\"error\": ...}).",
     "malformed_chunk": "A data: event that is not valid JSON or not a chat-completion chunk.",
     "stream_truncated": "The stream ended (connection closed) before data: [DONE].",
+    "empty_answer": "The stream finished (data: [DONE]) without a single token: no content or "
+    "reasoning delta, and usage.completion_tokens 0 or absent (unless max_tokens was 0).",
     "interrupted": "The request was still streaming when its stage or the run was stopped.",
     "client_error": "An unexpected error inside the load generator itself (a bug: please report).",
 }
@@ -127,8 +132,8 @@ FIELD_DEFINITIONS: dict[str, str] = {
     "itl_p50_s": "Median gap between successive content chunks.",
     "itl_p99_s": "99th percentile gap between successive content chunks.",
     "itl_max_s": "Longest gap between successive content chunks.",
-    "http_status": "HTTP status of the response; 0 when none arrived.",
-    "ok": "True when the stream finished with data: [DONE] and no error.",
+    "http_status": "HTTP status of the response; 0 when none arrived. Failures after the headers keep it (200 for stream failures).",
+    "ok": "True when the stream finished with data: [DONE], carried at least one token (or max_tokens was 0), and no error.",
     "error_category": "Stable failure category (see ERROR_CATEGORIES); empty on success.",
     "error_message": "The failure's message (server body text kept, secrets removed, <= 500 chars).",
 }

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from core import secrets
 from core.records import RECORD_FIELDS
 
 SCHEMA_VERSION = 1
@@ -103,12 +104,13 @@ def record_appender(run_dir: Path) -> CsvAppender:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    """Write JSON through a temporary file and rename, so readers never see half a file.
+    The text is scrubbed of anything shaped like a credential (core.secrets)."""
     path = Path(path)
+    text = secrets.scrub(json.dumps(data, indent=2, sort_keys=True, default=str))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+        fh.write(text + "\n")
     os.replace(tmp, path)
 
 

@@ -9,6 +9,8 @@ import sys
 import threading
 from typing import Sequence
 
+import psutil
+
 from .app import Exporter, ExporterConfig
 from .backend import NvmlBackend, PynvmlBackend
 from .process import ProcessSelector
@@ -64,6 +66,16 @@ def _backend(fake_gpus: int | None) -> NvmlBackend:
     return FakeNvml(fake_gpus, vary=True)
 
 
+def _check_pid(pid: int) -> None:
+    """A --process-pid must name a running process: a pid that is gone never comes back as the
+    same server (the kernel only hands the number to some unrelated process later)."""
+    if pid < 1:
+        raise ValueError(f"--process-pid {pid} is not a process id")
+    if not psutil.pid_exists(pid):
+        raise ValueError(f"--process-pid {pid}: no such process (as this exporter's PID namespace "
+                         "sees it); start the server first, or select it with --process-match REGEX")
+
+
 def _config(args: argparse.Namespace) -> ExporterConfig:
     """Validate the arguments into a config; ValueError carries the message for the user."""
     if args.port in RESERVED_PORTS:
@@ -75,6 +87,8 @@ def _config(args: argparse.Namespace) -> ExporterConfig:
         raise ValueError("--interval must be at least 0.1 s (GPM needs 100 ms between samples)")
     if args.fake_gpus is not None and args.fake_gpus < 0:
         raise ValueError("--fake-gpus must be >= 0")
+    for pid in args.process_pid:
+        _check_pid(pid)
     selectors = ([ProcessSelector.for_pid(pid) for pid in args.process_pid]
                  + [ProcessSelector.for_regex(rx) for rx in args.process_match])
     return ExporterConfig(gpus=parse_gpu_selectors(args.gpus) if args.gpus else (),

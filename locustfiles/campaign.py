@@ -13,6 +13,7 @@ alike. Each (repetition, endpoint) is one headless Locust run with its own run d
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import os
 import re
@@ -24,13 +25,49 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import rundir
-from core.config import ConfigError, LoadSettings, SuiteConfig, load_config, with_overrides
+from core import rundir, secrets
+from core.config import (ConfigError, LoadSettings, SuiteConfig, known_secrets, load_config,
+                         refuse_secrets, with_overrides)
 from locustfiles.plan import build_plan, locate, total_duration_s
+from locustfiles.prompts import ConfigPromptError, check_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILES = f"{ROOT / 'locustfiles' / 'users.py'},{ROOT / 'locustfiles' / 'sweep.py'}"
 PROGRESS_EVERY_S = 5.0
+STOP_GRACE_S = 30.0   # after a stop signal, how long Locust gets to write its results
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the campaign; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def catch_stop_signals() -> dict[int, Any]:
+    """SIGINT and SIGTERM (timeout, systemd, Kubernetes and CI cancellations send SIGTERM) stop
+    the campaign cleanly. SIGINT is honoured even when inherited as ignored (a background job).
+    Returns the handlers it replaced."""
+    return {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _announce_further_signals(signum: int, _frame: Any) -> None:
+    print(f"  {signal.Signals(signum).name} again: still stopping; Locust gets up to "
+          f"{STOP_GRACE_S:.0f}s to write the records it has", file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In each Locust child: if the campaign itself is killed (SIGKILL), get SIGTERM, so no
+    orphan goes on loading the server; Locust finalizes its run directory on SIGTERM."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -163,18 +200,20 @@ def run_one(commands: list[list[str]], run_dir: Path, config: SuiteConfig, title
     """Start the Locust processes of one run, show progress, return the main exit code."""
     run_dir.mkdir(parents=True, exist_ok=True)
     out = open(run_dir / "locust.stdout", "w")
-    procs = []
-    # workers first, so the master finds them; each in its own process group for clean stops
-    for cmd in commands[1:] + commands[:1]:
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True, cwd=ROOT))
-    main = procs[-1]
+    procs: list[subprocess.Popen] = []
     plan = build_plan(config.load)
     total = total_duration_s(plan)
     started = time.time()
     state: dict[str, int] = {}
     next_progress = started + PROGRESS_EVERY_S
     try:
+        # workers first, so the master finds them; each in its own process group, so a
+        # terminal's Ctrl-C reaches the campaign only and the campaign stops them in order
+        for cmd in commands[1:] + commands[:1]:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=ROOT,
+                                          preexec_fn=_die_with_parent))
+        main = procs[-1]
         while main.poll() is None:
             time.sleep(0.5)
             now = time.time()
@@ -193,16 +232,19 @@ def run_one(commands: list[list[str]], run_dir: Path, config: SuiteConfig, title
                 done = _count_lines(run_dir / rundir.RECORDS, state)
                 print(f"  {title}: {elapsed:4.0f}s/{total:.0f}s {stage}, {done} requests recorded",
                       flush=True)
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
+        signal.signal(signal.SIGINT, _announce_further_signals)
+        signal.signal(signal.SIGTERM, _announce_further_signals)
         print(f"\n  {title}: interrupted; stopping Locust (records so far are kept)", flush=True)
         _stop(procs)
         raise
     finally:
         for proc in procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 _stop([proc], sig=signal.SIGKILL)
+                proc.wait()
         out.close()
     return main.returncode
 
@@ -223,45 +265,93 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The campaign's own flags (the config's settings are checked by core.config)."""
+    if args.stop_timeout < 0:
+        raise ConfigError(f"--stop-timeout {args.stop_timeout:g}: give seconds >= 0")
+    if args.workers < 0:
+        raise ConfigError(f"--workers {args.workers}: give 0 (one local process) or more")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", args.label):
+        raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '-' or '.' "
+                          "(it names the results folder)")
+    refuse_secrets({"note": args.note, "report_args": args.report_args, "label": args.label},
+                   "command line")
+
+
+def exit_code_for(signum: int) -> int:
+    return 128 + signum
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = catch_stop_signals()
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_arguments(args)
         config = resolve_config(args)
-    except ConfigError as exc:
+        prompts = check_prompts(config.load.prompts_file)
+    except (ConfigError, ConfigPromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    known_secrets(config)  # keys from the environment: scrubbed from everything printed
+    if prompts:
+        print(f"prompts: {prompts} from {config.load.prompts_file}", flush=True)
+    try:
+        config = preflight(args, config)
+    except Interrupted as stop:
+        print(f"\ninterrupted ({stop}) during preflight: no load was sent", file=sys.stderr)
+        return exit_code_for(stop.signum)
+    if config is None:
+        return 3
+    return run_campaign(args, config)
+
+
+def preflight(args: argparse.Namespace, config: SuiteConfig) -> SuiteConfig | None:
+    """Check each endpoint before any load (None: a check failed, the reason printed)."""
+    if args.no_preflight:
+        return config
+    from locustfiles.preflight import PreflightError, check_endpoint, prompt_words
+
     load = config.load
-
-    if not args.no_preflight:
-        from locustfiles.preflight import PreflightError, check_endpoint, prompt_words
-
-        print("preflight: checking each endpoint", flush=True)
-        results = []
-        try:
-            for ep in config.endpoints:
-                result = check_endpoint(ep)
-                results.append(result)
-                print(f"  {ep.label}: {ep.base_url} model {ep.model}: {result.summary()}",
-                      flush=True)
-                for note in result.notes:
-                    print(f"    note: {note}", flush=True)
-        except PreflightError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            if "connection refused" in str(exc) and any(
-                    ep.base_url.startswith(("http://127.0.0.1:8101", "http://127.0.0.1:8102"))
-                    for ep in config.endpoints):
-                print("hint: these are the embedded default's local vLLM servers: start them with "
-                      "`make servers` in another terminal, or run `make demo`", file=sys.stderr)
-            return 3
-        if not load.prompt_words and not load.prompts_file:
-            words = prompt_words(results, load.input_tokens)
-            config = dataclasses.replace(config, load=dataclasses.replace(load, prompt_words=words))
-            load = config.load
-            print(f"  synthetic prompts: {words} words for about {load.input_tokens} tokens",
+    print("preflight: checking each endpoint", flush=True)
+    results = []
+    try:
+        for ep in config.endpoints:
+            result = check_endpoint(ep)
+            results.append(result)
+            print(f"  {ep.label}: {ep.base_url} model {ep.model}: {result.summary()}",
                   flush=True)
+            for note in result.notes:
+                print(f"    note: {note}", flush=True)
+    except PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if "connection refused" in str(exc) and any(
+                ep.base_url.startswith(("http://127.0.0.1:8101", "http://127.0.0.1:8102"))
+                for ep in config.endpoints):
+            print("hint: these are the embedded default's local vLLM servers: start them with "
+                  "`make servers` in another terminal, or run `make demo`", file=sys.stderr)
+        return None
+    if not load.prompt_words and not load.prompts_file:
+        words = prompt_words(results, load.input_tokens)
+        config = dataclasses.replace(config, load=dataclasses.replace(load, prompt_words=words))
+        print(f"  synthetic prompts: {words} words for about {load.input_tokens} tokens",
+              flush=True)
+    return config
 
+
+def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
+    """Every (repetition, endpoint) run, alternating; campaign.json; then the report."""
+    load = config.load
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    campaign_dir = Path(args.results_dir) / f"{stamp}-{args.label}"
+    # absolute: Locust runs from the repository root, whatever folder the user is in
+    campaign_dir = Path(args.results_dir).expanduser().resolve() / f"{stamp}-{args.label}"
     runs_dir = campaign_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     config_path = campaign_dir / "endpoints.json"
@@ -269,14 +359,16 @@ def main(argv: list[str] | None = None) -> int:
 
     prefix = "OpenLoop" if load.mode == "open" else "Chat"
     order = [(rep, ep) for rep in range(1, load.repetitions + 1) for ep in config.endpoints]
-    per_run = total_duration_s(build_plan(load)) + args.stop_timeout + 30
-    print(f"campaign {campaign_dir}: {len(order)} runs of about {per_run - 30:.0f}s "
-          f"({len(config.endpoints)} endpoints x {load.repetitions} repetitions, alternating)",
-          flush=True)
+    planned = total_duration_s(build_plan(load))
+    per_run = planned + args.stop_timeout + 30
+    print(f"campaign {campaign_dir}: {len(order)} runs of about {planned:.0f}s each "
+          f"({len(config.endpoints)} endpoints x {load.repetitions} repetitions, alternating; "
+          f"streams in flight at a run's end get up to {args.stop_timeout:g}s more)", flush=True)
     summary: dict[str, Any] = {"campaign": campaign_dir.name, "started_unix": time.time(),
-                               "order": [], "config": config.to_public_dict()}
+                               "status": "running", "order": [],
+                               "config": config.to_public_dict()}
     failed = 0
-    interrupted = False
+    stopped_by: Interrupted | None = None
     for number, (rep, ep) in enumerate(order, 1):
         class_name = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', ep.label)}"
         run_dir = runs_dir / f"r{rep:02d}-{ep.label}"
@@ -284,43 +376,77 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{title}: starting -> {run_dir}", flush=True)
         commands = locust_commands(config_path, run_dir, class_name, rep, campaign_dir.name,
                                    args.workers, args.stop_timeout)
-        entry = {"run_dir": str(run_dir.relative_to(campaign_dir)), "endpoint": ep.label,
-                 "repetition": rep}
+        entry: dict[str, Any] = {"run_dir": str(run_dir.relative_to(campaign_dir)),
+                                 "endpoint": ep.label, "repetition": rep}
+        summary["order"].append(entry)
         try:
             code = run_one(commands, run_dir, config, title, deadline_s=per_run + 60)
-        except KeyboardInterrupt:
-            entry["status"] = "interrupted"
-            summary["order"].append(entry)
-            interrupted = True
+        except (Interrupted, KeyboardInterrupt) as exc:
+            stopped_by = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+            entry.update(status="interrupted", interrupted_unix=time.time())
             break
-        entry["exit_code"] = code
-        entry["status"] = "complete" if code == 0 else "failed"
-        summary["order"].append(entry)
-        if code != 0:
+        entry.update(run_outcome(run_dir, code, title))
+        if entry["status"] != "complete":
             failed += 1
-            print(f"{title}: Locust exited with code {code}; last lines of its log:\n"
-                  f"{_tail(run_dir / rundir.LOCUST_LOG)}\n{_tail(run_dir / 'locust.stdout', 10)}",
-                  file=sys.stderr, flush=True)
-        else:
-            try:
-                m = rundir.read_manifest(run_dir)
-                lg = m.get("load_generator", {})
-                warn = " WARNING: load generator saturated" if lg.get("saturated") else ""
-                print(f"{title}: done, {m.get('records_written')} records "
-                      f"(Locust counted {m.get('locust_requests')}), "
-                      f"generator CPU max {lg.get('max_cpu_percent', 0):.0f}%{warn}", flush=True)
-            except (OSError, ValueError) as exc:
-                print(f"{title}: done, but its manifest is unreadable: {exc}", flush=True)
     summary["ended_unix"] = time.time()
+    summary["status"] = ("interrupted" if stopped_by else "failed" if failed else "complete")
+    if stopped_by:
+        summary["interrupted_by"] = str(stopped_by)
     rundir.write_json_atomic(campaign_dir / "campaign.json", summary)
 
     report_code = 0
-    if not args.no_report and any(e.get("status") == "complete" for e in summary["order"]):
-        report_code = build_report(campaign_dir, args.report_args, args.note)
+    completed = [e for e in summary["order"] if e.get("status") == "complete"]
+    if stopped_by:
+        print(f"campaign interrupted ({stopped_by}) after {len(completed)} complete run(s); "
+              "nothing more was started. Build a report of what ran with: make report "
+              f"RUNS={runs_dir}", file=sys.stderr, flush=True)
+    elif not args.no_report and completed:
+        try:
+            report_code = build_report(campaign_dir, args.report_args, args.note)
+        except Interrupted as stop:
+            print(f"report interrupted ({stop}); rebuild it with: make report RUNS={runs_dir}",
+                  file=sys.stderr, flush=True)
+            stopped_by = stop
+    elif not completed:
+        print("no run completed: no report", file=sys.stderr, flush=True)
     print(f"results: {campaign_dir}", flush=True)
-    if interrupted:
-        return 130
+    if stopped_by:
+        return exit_code_for(stopped_by.signum)
     return 1 if failed or report_code else 0
+
+
+def run_outcome(run_dir: Path, code: int, title: str) -> dict[str, Any]:
+    """How one run ended, from Locust's exit code and the run's manifest; printed as it is.
+
+    A run is complete only if Locust exited 0, the manifest says complete, and it recorded at
+    least one request."""
+    outcome: dict[str, Any] = {"exit_code": code}
+    try:
+        m = rundir.read_manifest(run_dir)
+    except (OSError, ValueError) as exc:
+        m, problem = {}, f"its manifest is unreadable: {exc}"
+    else:
+        problem = ""
+        if m.get("status") != "complete":
+            problem = f"the run's status is {m.get('status')!r}"
+            if m.get("failure_reason"):
+                problem += f": {m['failure_reason']}"
+        elif not m.get("records_written"):
+            problem = "it recorded no requests"
+    if code != 0 or problem:
+        reason = problem or f"Locust exited with code {code}"
+        outcome.update(status="failed", reason=reason)
+        print(f"{title}: FAILED: {reason}; last lines of its log:\n"
+              f"{_tail(run_dir / rundir.LOCUST_LOG)}\n{_tail(run_dir / 'locust.stdout', 10)}",
+              file=sys.stderr, flush=True)
+        return outcome
+    lg = m.get("load_generator", {})
+    warn = " WARNING: load generator saturated" if lg.get("saturated") else ""
+    print(f"{title}: done, {m.get('records_written')} records "
+          f"(Locust counted {m.get('locust_requests')}), "
+          f"generator CPU max {lg.get('max_cpu_percent', 0):.0f}%{warn}", flush=True)
+    outcome["status"] = "complete"
+    return outcome
 
 
 def build_report(campaign_dir: Path, extra: str = "", notes: list[str] | None = None) -> int:
@@ -329,8 +455,21 @@ def build_report(campaign_dir: Path, extra: str = "", notes: list[str] | None = 
     for note in notes or []:
         cmd += ["--note", note]
     print("report: building", flush=True)
-    return subprocess.call(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=STOP_GRACE_S)
+        raise
+
+
+def cli() -> int:
+    """The command-line entry: everything printed is scrubbed of credentials."""
+    sys.stdout = secrets.ScrubbingStream(sys.stdout)
+    sys.stderr = secrets.ScrubbingStream(sys.stderr)
+    return main()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -25,10 +25,13 @@ from core.config import Endpoint, redact
 from core.records import RequestRecord
 from locustfiles import kernelstamps, reactor
 from locustfiles.sse import SSEDecoder
-from locustfiles.stream import StreamFailure, StreamRecorder, error_message
+from locustfiles.stream import (StreamFailure, StreamRecorder, body_excerpt, error_message,
+                                expects_tokens, is_event_stream, not_event_stream)
 
 READ_BLOCK = 65536
 MAX_ERROR_BODY = 8192
+# Body bytes kept to describe an HTTP 200 that is not an event stream
+NOT_SSE_BODY = 512
 # A pooled connection idle longer than this is closed instead of reused: servers drop idle
 # keep-alive connections (uvicorn, vLLM's server, after 5 s), and a request sent as they do
 # fails without the server having done anything wrong.
@@ -244,6 +247,7 @@ class FastClient:
         begin = perf_counter()
         record.start_unix = time.time()
         recorder = StreamRecorder(record, begin)
+        recorder.expect_tokens = expects_tokens(body)
         status = 0
         response = None
         try:
@@ -252,6 +256,9 @@ class FastClient:
             status = response.status_code
             if status != 200:
                 raise self._http_failure(response, status)
+            content_type = response.get("content-type")
+            if not is_event_stream(content_type):
+                raise not_event_stream(content_type, self._body_start(response), status)
             if self._use_reactor and response._sock is not None:
                 stream = reactor.Stream(response, recorder, self.endpoint.request.read_timeout_s,
                                         getattr(response._sock, "arrived", None) or None)
@@ -263,19 +270,20 @@ class FastClient:
                 self._read_stream(response, recorder)
         except StreamFailure as failure:
             self._reset(response)
-            recorder.finish(perf_counter(), failure)
+            recorder.finish(perf_counter(), failure, status)
         except ConnectFailed as exc:
             self._reset(response)
-            recorder.finish(perf_counter(), _connect_failure(exc.cause))
+            recorder.finish(perf_counter(), _connect_failure(exc.cause), 0)
         except GreenletExit:
             end = perf_counter()
             self._reset(response)
-            recorder.finish(end, StreamFailure("interrupted", "stopped while streaming", status))
+            recorder.finish(end, StreamFailure("interrupted", "stopped while streaming", status),
+                            status)
             raise
         except BaseException as exc:  # every other way a request can end is still a record
             end = perf_counter()
             self._reset(response)
-            recorder.finish(end, self._classify(exc, status))
+            recorder.finish(end, self._classify(exc, status), status)
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -351,6 +359,17 @@ class FastClient:
                 recorder.on_payload(last, perf_counter())
         response.release()
 
+    def _body_start(self, response: Any) -> bytes:
+        """What the body of a response that is no event stream starts with (a courtesy for the
+        message): what came with the headers, or else one read (within the read timeout)."""
+        try:
+            if (not response._body_buffer and not response.message_complete
+                    and response._sock is not None):
+                response.feed(response._sock.recv(NOT_SSE_BODY))
+        except Exception:  # the Content-Type is the failure; the body only illustrates it
+            pass
+        return bytes(response._body_buffer[:NOT_SSE_BODY])
+
     def _http_failure(self, response: Any, status: int) -> StreamFailure:
         try:
             text = response.read()[:MAX_ERROR_BODY]
@@ -358,11 +377,8 @@ class FastClient:
             text = b""
         finally:
             response.release()
-        try:
-            message = error_message(orjson.loads(text))
-        except orjson.JSONDecodeError:
-            message = text.decode("utf-8", "replace").strip() or "(empty body)"
-        return StreamFailure(_http_category(status), f"HTTP {status}: {message}", status)
+        return StreamFailure(_http_category(status), f"HTTP {status}: {_error_text(text)}",
+                             status)
 
     @staticmethod
     def _classify(exc: BaseException, status: int) -> StreamFailure:
@@ -379,6 +395,17 @@ class FastClient:
         if isinstance(exc, OSError):
             return StreamFailure("connection_reset", f"{exc.__class__.__name__}: {exc}", status)
         return StreamFailure("client_error", f"{exc.__class__.__name__}: {exc}", status)
+
+
+def _error_text(body: bytes | str | None) -> str:
+    """The message of an error body: an OpenAI-style JSON error's message, else a short excerpt
+    of the text (an HTML error page loses its tags)."""
+    if body is None or body == b"" or body == "":
+        return "(empty body)"
+    try:
+        return error_message(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return body_excerpt(body, 300)
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
@@ -421,28 +448,38 @@ class OpenAIClient:
         record.start_unix = time.time()
         start = perf_counter()
         recorder = StreamRecorder(record, start)
+        recorder.expect_tokens = expects_tokens(body)
+        status = 0
         try:
             stream = self.client.chat.completions.create(**kwargs)
+            response = stream.response
+            status = response.status_code
+            content_type = response.headers.get("content-type")
+            if not is_event_stream(content_type):
+                raise not_event_stream(content_type, sdk_body_start(response), status)
             for chunk in stream:
                 recorder.on_chunk(_chunk_dict(chunk), perf_counter())
             recorder.done = True
         except StreamFailure as failure:
-            recorder.finish(perf_counter(), failure)
+            recorder.finish(perf_counter(), failure, status)
         except GreenletExit:
-            recorder.finish(perf_counter(), StreamFailure("interrupted", "stopped while streaming"))
+            recorder.finish(perf_counter(),
+                            StreamFailure("interrupted", "stopped while streaming", status), status)
             raise
         except Exception as exc:
-            recorder.finish(perf_counter(), self._classify(exc))
+            recorder.finish(perf_counter(), self._classify(exc, status), status)
         else:
-            recorder.finish(perf_counter(), None, 200)
+            recorder.finish(perf_counter(), None, status)
         record.error_message = redact(record.error_message, self._secrets)
         return record
 
-    def _classify(self, exc: Exception) -> StreamFailure:
+    def _classify(self, exc: Exception, status: int = 0) -> StreamFailure:
+        """``status`` is the status of the response whose stream was being read (0: none)."""
         openai = self._openai
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            return StreamFailure(_http_category(status), f"HTTP {status}: {exc.message}", status)
+            return StreamFailure(_http_category(status), f"HTTP {status}: {sdk_error_text(exc)}",
+                                 status)
         chain = _cause_chain(exc)
         names = " ".join(type(e).__name__ for e in chain)
         if any(isinstance(e, ConnectionRefusedError) for e in chain):
@@ -450,16 +487,46 @@ class OpenAIClient:
         if "ConnectTimeout" in names:
             return StreamFailure("connect_timeout", "no connection within the connect timeout")
         if isinstance(exc, openai.APITimeoutError) or "ReadTimeout" in names:
-            return StreamFailure("read_timeout", "no data within the read timeout", 200)
+            return StreamFailure("read_timeout", "no data within the read timeout", status)
         if "RemoteProtocolError" in names or "IncompleteRead" in names:
-            return StreamFailure("stream_truncated", f"stream cut: {exc}", 200)
+            if not status:  # closed before a response: what the fast client calls it too
+                return StreamFailure("connection_reset", f"connection closed before a response "
+                                     f"({type(chain[-1]).__name__}: {chain[-1]})")
+            return StreamFailure("stream_truncated", f"stream cut: {exc}", status)
         if isinstance(exc, openai.APIConnectionError):
-            return StreamFailure("connection_reset", f"{type(chain[-1]).__name__}: {chain[-1]}")
+            return StreamFailure("connection_reset", f"{type(chain[-1]).__name__}: {chain[-1]}",
+                                 status)
         if isinstance(exc, openai.APIError):
-            return StreamFailure("stream_error", str(exc.message), 200)
+            return StreamFailure("stream_error", str(exc.message), status or 200)
         if "JSONDecodeError" in names:
-            return StreamFailure("malformed_chunk", f"event is not JSON: {exc}", 200)
-        return StreamFailure("client_error", f"{type(exc).__name__}: {exc}")
+            return StreamFailure("malformed_chunk", f"event is not JSON: {exc}", status or 200)
+        return StreamFailure("client_error", f"{type(exc).__name__}: {exc}", status)
+
+
+def sdk_error_text(exc: Any) -> str:
+    """The server's message of an SDK status error: the JSON error's message, or an excerpt of
+    a body that is not JSON (the SDK's own message then holds only "Error code: 503")."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return error_message(body)
+    if isinstance(body, str):
+        return _error_text(body)
+    return str(exc.message)
+
+
+def sdk_body_start(response: Any) -> bytes:
+    """The first bytes of an SDK (httpx) response's body; closes the response."""
+    data = b""
+    try:
+        for part in response.iter_bytes():
+            data += part
+            if len(data) >= NOT_SSE_BODY:
+                break
+    except Exception:  # the Content-Type is the failure; the body only illustrates it
+        pass
+    finally:
+        response.close()
+    return data[:NOT_SSE_BODY]
 
 
 def _chunk_dict(chunk: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Endpoint, redact
-from locustfiles.clients import chat_body
+from locustfiles.clients import chat_body, sdk_body_start, sdk_error_text
 from locustfiles.prompts import WORDS_PER_TOKEN, synthetic_prompt
+from locustfiles.stream import is_event_stream, not_event_stream
 
 
 class PreflightError(RuntimeError):
@@ -40,6 +41,14 @@ class PreflightResult:
         return ", ".join(parts)
 
 
+def _request_url(exc: Any, ep: Endpoint) -> str:
+    """The URL the failed request went to (base_url when the SDK does not say)."""
+    try:
+        return str(exc.request.url)
+    except Exception:  # noqa: BLE001 - only for the message
+        return ep.base_url
+
+
 def _describe(exc: Exception, ep: Endpoint) -> str:
     import openai
 
@@ -53,10 +62,14 @@ def _describe(exc: Exception, ep: Endpoint) -> str:
             hint = "set api_key_env in the endpoints file and export the key in that variable"
         return f"{where}: the server refused the API key (HTTP {exc.status_code}); {hint}"
     if isinstance(exc, openai.NotFoundError):
-        return (f"{where}: HTTP 404 ({exc.message}); check base_url (it usually ends in /v1) "
+        return (f"endpoint {ep.label!r}: HTTP 404 from {_request_url(exc, ep)} "
+                f"({sdk_error_text(exc)}); check base_url (it usually ends in /v1) "
                 "and the model name")
     if isinstance(exc, openai.APIStatusError):
-        return f"{where}: HTTP {exc.status_code}: {exc.message}"
+        # the status and what the server said: the JSON error's message, or the start of an
+        # HTML page (a proxy's 502/503) without its tags; the SDK's message has neither
+        return (f"endpoint {ep.label!r}: HTTP {exc.status_code} from {_request_url(exc, ep)}: "
+                f"{sdk_error_text(exc)}")
     if isinstance(exc, openai.APITimeoutError):
         return f"{where}: timed out; is the server overloaded or still starting?"
     if isinstance(exc, openai.APIConnectionError):
@@ -77,6 +90,12 @@ def _stream(client: Any, ep: Endpoint, text: str, max_tokens: int) -> dict[str, 
     known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
     extra = {k: v for k, v in body.items() if k not in known}
     stream = client.chat.completions.create(**{k: body[k] for k in known}, extra_body=extra)
+    response = stream.response
+    content_type = response.headers.get("content-type")
+    if not is_event_stream(content_type):
+        failure = not_event_stream(content_type, sdk_body_start(response), response.status_code)
+        raise PreflightError(f"endpoint {ep.label!r}: {response.url} did not answer the streamed "
+                             f"chat with a server-sent event stream: {failure.message}")
     seen = {"chunks": 0, "reasoning": False, "usage": None}
     for chunk in stream:
         if chunk.choices:
@@ -113,6 +132,8 @@ def check_endpoint(ep: Endpoint, timeout_s: float = 30.0) -> PreflightResult:
         try:
             short = _stream(client, ep, synthetic_prompt(rng, short_words), 8)
             long = _stream(client, ep, synthetic_prompt(rng, long_words), 1)
+        except PreflightError as exc:
+            raise PreflightError(redact(str(exc), secrets)) from None
         except Exception as exc:
             raise PreflightError(redact(_describe(exc, ep), secrets)) from None
         result.streamed_chunks = short["chunks"]

@@ -50,31 +50,62 @@ def synthetic_prompts(seed: int, stream: str, words: int) -> Iterator[Messages]:
         yield [{"role": "user", "content": synthetic_prompt(rng, words)}]
 
 
+def _messages(item: Any) -> Messages | None:
+    """The chat messages of one JSONL item, or None when it has neither accepted shape."""
+    if not isinstance(item, dict):
+        return None
+    if isinstance(item.get("prompt"), str) and item["prompt"].strip():
+        return [{"role": "user", "content": item["prompt"]}]
+    messages = item.get("messages")
+    if (isinstance(messages, list) and messages
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), (str, list)) for m in messages)):
+        return messages
+    return None
+
+
 def load_prompts_file(path: str | Path) -> list[Messages]:
-    """Read a JSONL file: each line {"prompt": "..."} or {"messages": [...]}."""
+    """Read a JSONL file: each line {"prompt": "..."} or {"messages": [{"role", "content"}...]}.
+
+    Every problem names the file (and line) and what to change; the campaign and Locust check
+    the file this way before any load starts.
+    """
     p = Path(path)
+    if not p.exists():
+        raise ConfigPromptError(f"prompts file {str(p)!r} not found (a relative prompts_file is "
+                                "read from the config file's folder)")
     if not p.is_file():
-        raise ConfigPromptError(f"prompts file {str(p)!r} not found")
+        raise ConfigPromptError(f"prompts file {str(p)!r} is not a file")
     prompts: list[Messages] = []
-    with open(p, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigPromptError(f"{p}:{number}: not JSON ({exc.msg})") from None
-            if isinstance(item, dict) and isinstance(item.get("prompt"), str):
-                prompts.append([{"role": "user", "content": item["prompt"]}])
-            elif isinstance(item, dict) and isinstance(item.get("messages"), list):
-                prompts.append(item["messages"])
-            else:
-                raise ConfigPromptError(f'{p}:{number}: expected {{"prompt": "..."}} or '
-                                        '{"messages": [...]}')
+    try:
+        with open(p, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigPromptError(f"prompts file {p}:{number}: not JSON ({exc.msg}); "
+                                            "write one JSON object per line (JSONL)") from None
+                messages = _messages(item)
+                if messages is None:
+                    raise ConfigPromptError(
+                        f'prompts file {p}:{number}: expected {{"prompt": "non-empty text"}} or '
+                        '{"messages": [{"role": "user", "content": "..."}, ...]}')
+                prompts.append(messages)
+    except UnicodeDecodeError as exc:
+        raise ConfigPromptError(f"prompts file {p}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigPromptError(f"prompts file {p}: cannot be read ({exc.strerror})") from None
     if not prompts:
-        raise ConfigPromptError(f"{p}: no prompts in the file")
+        raise ConfigPromptError(f"prompts file {p}: no prompts in the file (it is empty)")
     return prompts
+
+
+def check_prompts(prompts_file: str) -> int:
+    """How many prompts the configured file holds (0 without one); ConfigPromptError if unusable."""
+    return len(load_prompts_file(prompts_file)) if prompts_file else 0
 
 
 def file_prompts(prompts: list[Messages], seed: int, stream: str) -> Iterator[Messages]:

@@ -31,10 +31,12 @@ import psutil
 from gevent.threadpool import ThreadPool
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from core import rundir
-from core.config import ConfigError, LoadSettings, SuiteConfig, load_config, with_overrides
+from core import rundir, secrets
+from core.config import (ConfigError, LoadSettings, SuiteConfig, known_secrets, load_config,
+                         with_overrides)
 from core.records import RECORD_FIELDS, RequestRecord
 from locustfiles.plan import Stage, build_plan, locate, total_duration_s
+from locustfiles.prompts import check_prompts
 
 log = logging.getLogger("llm.runtime")
 
@@ -165,11 +167,12 @@ class RunWriter:
         rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
 
     def on_batch(self, data: dict[str, Any]) -> None:
-        if self.records.closed:
-            log.error("a batch of %d records arrived after the run was finalized",
-                      len(data.get("rows") or []))
-            return
         rows = data.get("rows") or []
+        if self.records.closed:
+            if rows:  # an empty batch is a late "nothing more": no loss
+                log.error("a batch of %d records arrived after the run was finalized; they are "
+                          "not in records.csv", len(rows))
+            return
         if rows:
             text = self.records.encode_values(rows)  # lists in RECORD_FIELDS order
             self._io.apply(self.records.append_encoded, (text, len(rows)))
@@ -193,7 +196,9 @@ class RunWriter:
                                       for stage, samples in sorted(self.loop_lag.items())
                                       if samples}}
 
-    def finalize(self, status: str, locust_requests: int) -> None:
+    def finalize(self, status: str, locust_requests: int, **details: Any) -> None:
+        """Close every file and write the manifest's end: status, counts, and details such as
+        ``interrupted_unix`` or ``failure_reason``."""
         if self.capture is not None:
             self.capture.stop()
             self.capture = None
@@ -206,6 +211,7 @@ class RunWriter:
             "records_written": self.records.rows_written,
             "locust_requests": locust_requests,
             "load_generator": self.load_generator_summary(),
+            **details,
         })
         rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, self.manifest)
 
@@ -322,11 +328,14 @@ class RunContext:
         self.broadcast(tags)  # every tick: workers that (re)joined late catch up
         return users, spawn_rate
 
-    def _close_stage(self, now: float) -> None:
+    def _close_stage(self, now: float, partial: bool = False) -> None:
+        """Write the current stage's row. A partial stage (the run was interrupted) keeps the
+        phases it never reached blank, so no window is invented for them."""
         if self._stage_row and self.writer is not None:
             row = dict(self._stage_row)
-            for name in ("warmup_unix", "steady_unix", "drain_unix"):
-                row.setdefault(name, now)
+            if not partial:
+                for name in ("warmup_unix", "steady_unix", "drain_unix"):
+                    row.setdefault(name, now)
             row["end_unix"] = now
             self.writer.write_stage(row)
         self._stage_row = {}
@@ -360,6 +369,24 @@ class RunContext:
                             expected, writer.records.rows_written if writer else 0, counted)
             return None
         return 0, 100.0
+
+    @property
+    def plan_finished(self) -> bool:
+        """The shape ran its plan to the end (it is collecting, or has collected, the records)."""
+        return self._stopping_since is not None
+
+    def interrupt(self, runner: Any, now: float) -> None:
+        """The run is being stopped before its plan ended (Ctrl-C, SIGTERM): stop the users at
+        once (streams in flight are recorded as interrupted), collect every process's last
+        records, and close the partial stage."""
+        self._close_stage(now, partial=True)
+        self.environment.stop_timeout = 0
+        runner.stop()
+        if isinstance(runner, MasterRunner) and self.writer is not None:
+            expected = max(1, runner.worker_count)
+            deadline = time.time() + FINAL_FLUSH_TIMEOUT_S
+            while len(self.writer.final_acks) < expected and time.time() < deadline:
+                gevent.sleep(0.1)
 
     def manual_tags_loop(self) -> None:
         """Without a load shape (web UI), tag records with the current user count."""
@@ -420,10 +447,14 @@ def add_arguments(parser: Any) -> None:
 
 
 def config_from_options(options: Any) -> SuiteConfig:
+    """The config with the command line's overrides, its prompts file checked (no load starts
+    on a config that cannot work)."""
     config = load_config(getattr(options, "endpoints_file", None))
     overrides = {name: getattr(options, f"load_{name}", None) for name in LOAD_FIELDS
                  if name != "repetitions"}
-    return with_overrides(config, **overrides)
+    config = with_overrides(config, **overrides)
+    check_prompts(config.load.prompts_file)
+    return config
 
 
 # ---- listeners ----
@@ -482,8 +513,17 @@ def exclude_ttft_from_aggregated(environment: Any) -> None:
     stats.log_request = log_request
 
 
+def scrub_logs() -> None:
+    """Every log handler (set up by Locust before init) scrubs credentials: locust.log's
+    second line of defence."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, secrets.ScrubLogFilter) for f in handler.filters):
+            handler.addFilter(secrets.ScrubLogFilter())
+
+
 def on_init(environment: Any, **_kwargs: Any) -> None:
     global _context
+    scrub_logs()
     options = environment.parsed_options
     try:
         config = config_from_options(options)
@@ -491,6 +531,7 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         log.error("%s", exc)
         sys.stderr.write(f"error: {exc}\n")
         os._exit(2)
+    known_secrets(config)  # the keys from the environment are scrubbed from logs and files too
     ctx = RunContext(environment, config, options)
     _context = ctx
     exclude_ttft_from_aggregated(environment)
@@ -563,20 +604,38 @@ def on_test_stop(environment: Any, **_kwargs: Any) -> None:
         return
     ctx.cpu.mark_stop()
     runner = environment.runner
-    if isinstance(runner, (WorkerRunner, LocalRunner)):
+    finalized = ctx.writer is not None and ctx.writer.records.closed
+    if isinstance(runner, (WorkerRunner, LocalRunner)) and not finalized:
         ctx.flush(final=True)
 
 
 def on_quitting(environment: Any, **_kwargs: Any) -> None:
+    """Finalize the run directory. Locust fires this before it stops the runner, so a run that
+    quits before its plan ended (a signal) is stopped here first and finalized as interrupted;
+    a run that recorded nothing is a failure, never "complete"."""
     ctx = _context
     if ctx is None or ctx.writer is None:
         return
     runner = environment.runner
+    details: dict[str, Any] = {}
+    status = "complete"
+    if environment.shape_class is not None and not ctx.plan_finished:
+        now = time.time()
+        log.warning("the run was stopped before its plan ended: finalizing it as interrupted")
+        ctx.interrupt(runner, now)
+        status, details["interrupted_unix"] = "interrupted", now
     if isinstance(runner, LocalRunner) and ctx.buffer:
         ctx.flush(final=True)
-    ctx.writer.finalize("complete", locust_chat_requests(environment))
-    log.info("run directory complete: %s (%d records)", ctx.writer.run_dir,
-             ctx.writer.records.rows_written)
+    writer = ctx.writer
+    if writer.records.rows_written == 0 and status == "complete":
+        status = "failed"
+        details["failure_reason"] = ("no request was recorded: no user sent one (see the errors "
+                                     "above in this log)")
+        log.error("the run recorded no requests: marking it failed")
+        environment.process_exit_code = 1
+    writer.finalize(status, locust_chat_requests(environment), **details)
+    log.info("run directory %s: %s (%d records)", writer.run_dir, status,
+             writer.records.rows_written)
 
 
 def honour_sigint() -> None:

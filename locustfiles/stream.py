@@ -7,6 +7,8 @@ Both HTTP clients (the fast one and the openai SDK) feed decoded events into a
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import orjson
@@ -14,6 +16,11 @@ import orjson
 from core.records import NAN, RequestRecord, gap_summary
 
 MAX_MESSAGE_CHARS = 500
+EXCERPT_CHARS = 200
+EVENT_STREAM = "text/event-stream"
+
+_MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.S | re.I)
+_SPACE = re.compile(r"\s+")
 
 
 class StreamFailure(Exception):
@@ -36,14 +43,59 @@ def error_message(error: Any) -> str:
     return str(error)
 
 
+def body_excerpt(body: bytes | bytearray | str | None, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a response body, fit for one line of a message.
+
+    HTML/XML (a proxy's error page) loses its tags, scripts, styles and comments, and its
+    entities are decoded; whitespace runs become one space; at most ``limit`` characters.
+    """
+    if body is None:
+        return "(no body)"
+    text = bytes(body).decode("utf-8", "replace") if not isinstance(body, str) else body
+    if text.lstrip().startswith("<"):
+        text = html.unescape(_MARKUP.sub(" ", text))
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[:max(0, limit - 3)].rstrip() + "..."
+    return text or "(empty body)"
+
+
+def is_event_stream(content_type: str | list[str] | None) -> bool:
+    """Whether a Content-Type header names a server-sent event stream."""
+    if isinstance(content_type, list):  # the header came more than once
+        content_type = content_type[0] if content_type else None
+    return bool(content_type) and (
+        content_type.split(";", 1)[0].strip().lower() == EVENT_STREAM)  # type: ignore[union-attr]
+
+
+def not_event_stream(content_type: str | list[str] | None, body: bytes | str | None,
+                     http_status: int = 200) -> StreamFailure:
+    """The failure of an HTTP 200 that is not an event stream (the same text for every client)."""
+    if isinstance(content_type, list):
+        content_type = ", ".join(content_type)
+    shown = content_type.strip() if content_type and content_type.strip() else "(none)"
+    return StreamFailure(
+        "not_event_stream",
+        f"HTTP {http_status} with Content-Type {shown}, not {EVENT_STREAM}: the server ignored "
+        f"stream=true or a proxy buffered it; body: {body_excerpt(body, 160)}", http_status)
+
+
+def expects_tokens(body: dict[str, Any]) -> bool:
+    """False only when the request asked for no token at all (max_tokens 0)."""
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    return not (limit == 0 and not isinstance(limit, bool))
+
+
 class StreamRecorder:
     """Collects clock readings for one streamed request and writes them into its record.
 
     ``start`` and every ``now`` are ``time.perf_counter()`` readings taken by the client.
+    ``expect_tokens`` is False when the request asked for none (max_tokens 0): only then is a
+    finished stream without a token a success.
     """
 
     __slots__ = ("record", "start", "first", "first_answer", "last", "gaps", "reasoning_chunks",
-                 "answer_chunks", "chunks", "usage", "done", "done_at")
+                 "answer_chunks", "chunks", "usage", "done", "done_at", "expect_tokens")
 
     def __init__(self, record: RequestRecord, start: float):
         self.record = record
@@ -58,6 +110,7 @@ class StreamRecorder:
         self.usage: dict[str, Any] | None = None
         self.done = False
         self.done_at: float | None = None
+        self.expect_tokens = True
 
     def on_payload(self, payload: bytes, now: float) -> bool:
         """Handle one SSE data payload; True once ``[DONE]`` arrived."""
@@ -106,11 +159,14 @@ class StreamRecorder:
             self.usage = usage
 
     def finish(self, end: float, failure: StreamFailure | None = None,
-               http_status: int = 200) -> RequestRecord:
+               http_status: int | None = None) -> RequestRecord:
         """Fill the record from what was seen; ``failure`` None means the stream ended well.
 
         ``end`` is when the client finished; a stream that delivered ``[DONE]`` ends when
         ``[DONE]`` arrived instead, so E2E does not include the reader's own delay.
+        ``http_status`` is the status the client received (0: none); a failure raised without
+        one (a malformed chunk, found by the recorder) takes it, so every failure after the
+        response headers carries the status that came with them.
         """
         if self.done_at is not None and failure is None:
             end = self.done_at
@@ -128,10 +184,19 @@ class StreamRecorder:
         self._fill_tokens(rec)
         if rec.output_tokens >= 2 and self.first is not None:
             rec.tpot_s = (end - self.first) / (rec.output_tokens - 1)
-        rec.http_status = failure.http_status if failure is not None else http_status
+        if failure is not None:
+            rec.http_status = failure.http_status or http_status or 0
+        else:
+            rec.http_status = 200 if http_status is None else http_status
         if failure is None and not self.done:
             failure = StreamFailure("stream_truncated", "the stream ended without data: [DONE]",
-                                    http_status)
+                                    rec.http_status)
+        if failure is None and self.chunks == 0 and self.expect_tokens and not (
+                rec.output_tokens > 0):
+            failure = StreamFailure(
+                "empty_answer", "the stream finished without a token: no content or reasoning "
+                "delta, " + ("usage.completion_tokens 0" if rec.tokens_from_usage
+                             else "no usage"), rec.http_status)
         if failure is None:
             rec.ok = True
         else:

@@ -86,6 +86,8 @@ class StreamingUser(User):
             raise StopUser() from exc
         self._idle: list[ChatClient] = []
         self._due_unix: float | None = None
+        self._failures_in_a_row = 0
+        self._wake = Event()  # set by a graceful stop: ends any wait at once
 
     def on_stop(self) -> None:
         for client in self._idle:
@@ -98,12 +100,17 @@ class StreamingUser(User):
         Locust kills at once a user it finds between tasks. With no wait time that user has
         already been woken to run its next task, which then starts a request before the kill
         lands, ~10 ms in: a stream cut for nothing. Marking it stopping ends it cleanly at its
-        next task boundary instead.
+        next task boundary instead. A user inside its task is woken from any wait (the start
+        spread, a back-off, the next open-loop arrival), so the stop never waits on a timer.
         """
         if not force and self._state == LOCUST_STATE_WAITING:
             self._state = LOCUST_STATE_STOPPING
             return False
-        return super().stop(force)
+        stopped = super().stop(force)
+        wake = getattr(self, "_wake", None)
+        if not stopped and wake is not None:
+            wake.set()
+        return stopped
 
     def max_tokens(self) -> int:
         """This request's output cap: fixed, or drawn from [max_tokens_min, max_tokens]."""
@@ -145,13 +152,33 @@ class ChatUser(StreamingUser):
             # their requests would leave together, and with fixed output lengths they would
             # stay in step for the rest of the stage (bursts no real traffic has).
             spread = runtime.context().load.start_spread_s
-            if spread > 0:
-                gevent.sleep(self.rng.uniform(0.0, spread))
+            if spread > 0 and self._wake.wait(self.rng.uniform(0.0, spread)):
+                return  # stopping
             due = time.time()
+        elif due > time.time() and self._wake.wait(due - time.time()):
+            return  # stopping during a back-off: nothing was in flight
         record = self.send(next(self.prompts), due)
-        # the next request is due the moment this stream ended (its last byte's arrival)
+        # the next request is due the moment this stream ended (its last byte's arrival),
+        # or after a back-off when it failed
         end = record.start_unix + record.e2e_s
-        self._due_unix = end if end == end else time.time()
+        self._due_unix = (end if end == end else time.time()) + self.backoff_after(record)
+
+    def backoff_after(self, record: RequestRecord) -> float:
+        """Seconds to wait after this request: none after a success; after a failure,
+        failure_backoff_s doubling with each failure in a row up to failure_backoff_max_s, at a
+        random 50-100% of it so users that failed together do not retry together. Without it a
+        user retries a refused connection thousands of times a second, and an outage reads as
+        thousands of failures instead of its duration."""
+        if record.ok or record.error_category == "interrupted":
+            self._failures_in_a_row = 0
+            return 0.0
+        load = runtime.context().load
+        self._failures_in_a_row += 1
+        if load.failure_backoff_s <= 0:
+            return 0.0
+        cap = min(load.failure_backoff_max_s,
+                  load.failure_backoff_s * 2 ** min(self._failures_in_a_row - 1, 30))
+        return cap * self.rng.uniform(0.5, 1.0)
 
 
 # The event loop's timers fire up to about a millisecond late (epoll waits in whole
@@ -174,7 +201,7 @@ class OpenLoopUser(StreamingUser):
     def generate(self) -> None:
         ctx = runtime.context()
         self._pool = pool = Pool(ctx.load.max_in_flight)
-        self._wake = wake = Event()
+        wake = self._wake
         next_at = time.time()
         while self._state != LOCUST_STATE_STOPPING:
             rate = ctx.tags.rate_per_user
@@ -191,18 +218,6 @@ class OpenLoopUser(StreamingUser):
             pool.wait_available()
             pool.spawn(self.send, next(self.prompts), next_at)
         pool.join()  # the streams in flight finish (a forced stop kills them, recorded)
-
-    def stop(self, force: bool = False) -> bool:
-        """A graceful stop ends the arrivals at once and lets the streams in flight finish.
-
-        Without this the generator's loop never ends by itself, and Locust waits out the
-        whole --stop-timeout before killing it.
-        """
-        stopped = super().stop(force)
-        wake = getattr(self, "_wake", None)
-        if not stopped and wake is not None:
-            wake.set()
-        return stopped
 
     def on_stop(self) -> None:
         pool = getattr(self, "_pool", None)

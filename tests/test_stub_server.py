@@ -549,3 +549,45 @@ def test_subprocess_listening_and_sigterm(processes):
         assert proc.stdout.read() == b""  # exactly one line was printed
     finally:
         stop_stub_process(proc)
+
+
+# ---- answers that are not (proper) streams ---------------------------------------------------------
+def test_json_answer_fault_ignores_stream_true(stub):
+    c = _conn(stub)
+    r = _post(c, _stream_body(stub_fault="json_answer"))
+    assert r.status == 200 and r.getheader("content-type") == "application/json"
+    obj = json.loads(r.read())
+    assert obj["object"] == "chat.completion" and obj["choices"][0]["message"]["content"]
+    assert obj["usage"]["completion_tokens"] == 8
+    r = _post(c, _stream_body())  # the connection survives
+    assert r.status == 200 and _read_sse(r)[-1][1] == "[DONE]"
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_empty_stream_fault_has_no_token(stub, include_usage):
+    c = _conn(stub)
+    body = _stream_body(stub_fault="empty_stream",
+                        stream_options={"include_usage": include_usage})
+    r = _post(c, body)
+    assert r.status == 200 and r.getheader("content-type").startswith("text/event-stream")
+    evs = [e for _, e in _read_sse(r)]
+    assert evs[-1] == "[DONE]"
+    assert not any(_is_token(e) for e in evs)
+    objs = [json.loads(e) for e in evs[:-1]]
+    assert objs[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert objs[1]["choices"][0]["finish_reason"] == "stop"
+    usage = [o["usage"] for o in objs if o.get("usage")]
+    assert usage == ([{"prompt_tokens": usage[0]["prompt_tokens"], "total_tokens":
+                       usage[0]["prompt_tokens"], "completion_tokens": 0,
+                       "prompt_tokens_details": None,
+                       "completion_tokens_details": {"reasoning_tokens": 0}}]
+                     if include_usage else [])
+
+
+def test_http_503_html_fault(stub):
+    c = _conn(stub)
+    r = _post(c, _stream_body(stub_fault="http_503_html"))
+    assert r.status == 503 and r.getheader("content-type") == "text/html"
+    assert b"<title>503 Service Unavailable</title>" in r.read()
+    r = _post(c, _stream_body())
+    assert r.status == 200 and _read_sse(r)[-1][1] == "[DONE]"

@@ -314,3 +314,64 @@ def synth_metrics(spec: SynthSpec, stages: list[dict], records: pd.DataFrame,
             add(ts[s], label, "server", f"{base}_sum", ml, h_sum[s])
             add(ts[s], label, "server", f"{base}_count", ml, h_cnt[s])
     return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs stopped early, and failure storms
+
+def interrupt_run(run_dir: Path, at_unix: float) -> Path:
+    """Rewrite a finished run directory as the load generator finalizes one stopped early
+    (Ctrl-C/SIGTERM) at ``at_unix``: manifest status "interrupted" with interrupted_unix;
+    stages.csv ends with the partial stage (end_unix = the interrupt, phases not reached
+    blank); records started later are gone, streams cut by the stop fail as "interrupted"."""
+    run_dir = Path(run_dir)
+    stages = pd.read_csv(run_dir / "stages.csv")
+    stages = stages[stages["ramp_unix"] < at_unix].copy()
+    last = stages.index[-1]
+    for col in ("warmup_unix", "steady_unix", "drain_unix"):
+        if stages.at[last, col] >= at_unix:
+            stages.at[last, col] = math.nan          # written blank
+    stages.at[last, "end_unix"] = at_unix
+    stages[list(STAGE_FIELDS)].to_csv(run_dir / "stages.csv", index=False, na_rep="")
+    rec = pd.read_csv(run_dir / "records.csv", keep_default_na=False, na_values=[""])
+    rec = rec[rec["start_unix"] < at_unix].copy()
+    cut = (rec["start_unix"] + rec["e2e_s"].fillna(0.0)) > at_unix
+    for col in ("error_category", "error_message"):
+        rec[col] = rec[col].astype(object).where(rec[col].notna(), "")
+    rec.loc[cut, "ok"] = False
+    rec.loc[cut, "error_category"] = "interrupted"
+    rec.loc[cut, "error_message"] = "the run was stopped"
+    rec.loc[cut, "e2e_s"] = at_unix - rec.loc[cut, "start_unix"]
+    rec.to_csv(run_dir / "records.csv", index=False, na_rep="")
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m.update(status="interrupted", interrupted_unix=at_unix, end_unix=at_unix + 0.5,
+             records_written=len(rec), locust_requests=len(rec))
+    (run_dir / "manifest.json").write_text(json.dumps(m, indent=2))
+    if (run_dir / "locust_stats.csv").is_file():
+        (run_dir / "locust_stats.csv").unlink()
+    return run_dir
+
+
+def storm_records(*, endpoint: str = "A", t_from: float, t_to: float, every_s: float,
+                  ok_from: float, ok_to: float, ok_every_s: float, stage: int = 0,
+                  users: int = 4, category: str = "connection_refused",
+                  fail_e2e_s: float = 0.0005) -> list[dict[str, Any]]:
+    """Steady records of one endpoint: successes every ok_every_s in [ok_from, ok_to) except
+    during [t_from, t_to), where requests fail every every_s (clients retrying quickly)."""
+    rows = []
+    for t in np.arange(ok_from, ok_to, ok_every_s):
+        if t_from <= t < t_to:
+            continue
+        rows.append({"endpoint": endpoint, "model": f"model-{endpoint}", "stage": stage,
+                     "stage_users": users, "phase": "steady", "start_unix": T0 + float(t),
+                     "ttft_s": 0.05, "ttfat_s": 0.05, "e2e_s": 0.2, "tpot_s": 0.01,
+                     "output_tokens": 16.0, "reasoning_tokens": 0.0, "answer_tokens": 16.0,
+                     "itl_mean_s": 0.01, "itl_max_s": 0.02, "tokens_from_usage": True,
+                     "http_status": 200, "ok": True})
+    for t in np.arange(t_from, t_to, every_s):
+        rows.append({"endpoint": endpoint, "model": f"model-{endpoint}", "stage": stage,
+                     "stage_users": users, "phase": "steady", "start_unix": T0 + float(t),
+                     "e2e_s": fail_e2e_s, "http_status": 0, "ok": False,
+                     "error_category": category, "error_message": "connection refused"})
+    rows.sort(key=lambda r: r["start_unix"])
+    return rows

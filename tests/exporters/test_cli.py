@@ -105,3 +105,23 @@ def test_help_runs_as_module() -> None:
     out = subprocess.run([PYTHON, "-m", "exporters", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=20)
     assert out.returncode == 0 and "--process-match" in out.stdout and "9411" in out.stdout
+
+
+def _missing_pid() -> int:
+    import psutil
+
+    pid = 999999
+    while psutil.pid_exists(pid):
+        pid += 1
+    return pid
+
+
+def test_process_pid_that_does_not_exist_exits_2_naming_it() -> None:
+    # (a subprocess, bounded: an exporter that accepts the pid would serve until stopped)
+    for pid, msg in ((_missing_pid(), "no such process"), (0, "is not a process id")):
+        out = subprocess.run([PYTHON, "-m", "exporters", "--fake-gpus", "1", "--process-pid",
+                              str(pid), "--listen", "127.0.0.1", "--port", str(free_port())],
+                             cwd=REPO, capture_output=True, text=True, timeout=20)
+        assert out.returncode == 2, out.stderr
+        err = out.stderr.strip().splitlines()
+        assert len(err) == 1 and f"--process-pid {pid}" in err[0] and msg in err[0], err

@@ -160,7 +160,7 @@ def test_connection_is_reused_and_recovers_after_a_failure(url):
 def test_every_category_is_documented():
     for name in ("connection_refused", "connection_reset", "connect_timeout", "read_timeout",
                  "http_4xx", "http_5xx", "stream_error", "malformed_chunk", "stream_truncated",
-                 "interrupted"):
+                 "interrupted", "not_event_stream", "empty_answer"):
         assert name in ERROR_CATEGORIES
 
 

@@ -31,7 +31,28 @@ def test_repository_default_config_loads():
     (lambda d: d["endpoints"][0].update(colour="red"), "unknown setting"),
     (lambda d: d["load"].update(stages=[0]), "stages"),
     (lambda d: d["load"].update(mode="sideways"), "closed"),
-    (lambda d: d["load"].update(steady_s="long"), "expected float"),
+    (lambda d: d["load"].update(steady_s="long"), "steady_s = 'long': expected a number > 0"),
+    # types and ranges, each in the config's one-line style (issue 11, item 8)
+    (lambda d: d["request"].update(max_tokens=0), "max_tokens = 0: must be a whole number >= 1"),
+    (lambda d: d["endpoints"][0]["request"].update(max_tokens=-5), "max_tokens = -5: must be"),
+    (lambda d: d["request"].update(max_tokens=True), "max_tokens = True: expected a whole number"),
+    (lambda d: d["request"].update(read_timeout_s=-1), "read_timeout_s = -1.0: must be a number > 0"),
+    (lambda d: d["request"].update(connect_timeout_s=0), "connect_timeout_s = 0.0: must be"),
+    (lambda d: d["request"].update(temperature=-0.1), "temperature = -0.1: must be a number >= 0"),
+    (lambda d: d["request"].update(ignore_eos="yes"), "ignore_eos = 'yes': expected true or false"),
+    (lambda d: d["load"].update(stages=["a"]), "stages = ('a',): expected a list of one or more numbers"),
+    (lambda d: d["load"].update(stages=[1.5]), "stages = (1.5,): expected a list"),
+    (lambda d: d["load"].update(stages=[]), "stages = (): expected a list"),
+    (lambda d: d["load"].update(stages="4"), "stages = '4': expected a list"),
+    (lambda d: d["load"].update(rates=[0]), "rates = (0.0,): each value must be a number > 0"),
+    (lambda d: d["load"].update(max_in_flight=0), "max_in_flight = 0: must be"),
+    (lambda d: d["load"].update(failure_backoff_s=-1), "failure_backoff_s = -1.0: must be"),
+    (lambda d: d["load"].update(failure_backoff_s=4, failure_backoff_max_s=1), "below failure_backoff_s"),
+    (lambda d: d.update(load=[1]), "[load] must be a table"),
+    (lambda d: d["endpoints"].append("x"), "#3: expected a table"),
+    (lambda d: d["endpoints"][0].update(api_key_env="sk-live-0123456789abcdef"), "looks like a secret"),
+    (lambda d: d["endpoints"][0].update(api_key_env="my key"), "NAME of an environment variable"),
+    (lambda d: d["endpoints"][0].update(metrics_url=7), "metrics_url must be a URL string"),
     (lambda d: d.update(endpoints=[]), "no endpoints"),
     (lambda d: d["endpoints"][0].pop("model"), "model is required"),
 ])
@@ -40,6 +61,73 @@ def test_bad_configs_say_what_to_fix(mutate, message):
     mutate(data)
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(data)
+
+
+KEY = "sk-proj-0123456789abcdefXYZ"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["endpoints"][0].update(api_key=KEY),
+    lambda d: d["endpoints"][0].update(extra_body={"api_key": KEY}),
+    lambda d: d["endpoints"][0].update(extra_body={"auth": {"Bearer-Token": "plain-words"}}),
+    lambda d: d["endpoints"][0].update(extra_body={"headers": [{"x-api-key": "abc"}]}),
+    lambda d: d["endpoints"][0].update(extra_body={"note": KEY}),
+    lambda d: d["endpoints"][0].update(extra_body={"notes": [f"Bearer {KEY[3:]}"]}),
+    lambda d: d["endpoints"][0].update(base_url=f"http://user:{KEY}@127.0.0.1:8101/v1"),
+    lambda d: d["endpoints"][0].update(base_url="http://user:hunter2@127.0.0.1:8101/v1"),
+    lambda d: d["endpoints"][0].update(base_url="http://127.0.0.1:8101/v1?api_key=hunter2"),
+    lambda d: d["endpoints"][0].update(metrics_url="http://u:hunter2@127.0.0.1:8101/metrics"),
+    lambda d: d["endpoints"][0].update(exporter_url=f"http://127.0.0.1:9411/metrics?token={KEY}"),
+    lambda d: d["endpoints"][0].update(model=KEY),
+    lambda d: d["endpoints"][0].update(label=KEY[:30]),
+    lambda d: d["load"].update(prompts_file=f"/tmp/{KEY}.jsonl"),
+    lambda d: d["request"].update(token="x"),
+    lambda d: d.update(password="x"),
+])
+def test_credentials_anywhere_are_refused_without_echoing_them(mutate):
+    data = json.loads(json.dumps(BASE))
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="ep.toml")
+    message = str(info.value)
+    assert "secret" in message or "credential" in message or "user name or password" in message
+    assert "api_key_env" in message  # says where a key goes instead
+    for leaked in (KEY, KEY[3:], KEY[:30], "hunter2", "plain-words", "abc"):
+        assert leaked not in message
+
+
+def test_settings_with_secret_like_words_that_hold_none_are_accepted():
+    data = json.loads(json.dumps(BASE))
+    data["endpoints"][0]["extra_body"] = {"return_tokens_as_token_ids": False, "top_k": 5,
+                                          "stop_token_ids": [2], "skip_special_tokens": True}
+    assert parse_config(data).endpoint("A").extra_body["top_k"] == 5
+
+
+def test_overrides_refuse_credentials_and_bad_values():
+    c = parse_config(BASE)
+    with pytest.raises(ConfigError, match="user name or password") as info:
+        with_overrides(c, urls={"A": "http://me:hunter2@127.0.0.1:1/v1"})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="looks like a secret"):
+        with_overrides(c, models={"A": KEY})
+    with pytest.raises(ConfigError, match=re.escape("stages = (0,)")):
+        with_overrides(c, stages=(0,))
+    with pytest.raises(ConfigError, match=re.escape("steady_s = -3.0: must be a number > 0")):
+        with_overrides(c, steady_s=-3.0)
+
+
+def test_relative_prompts_file_is_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    data = json.loads(json.dumps(BASE))
+    data["load"]["prompts_file"] = "prompts/my.jsonl"
+    (folder / "ep.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    c = load_config(folder / "ep.json")
+    assert c.load.prompts_file == str(folder.resolve() / "prompts" / "my.jsonl")
+    # on the command line, a relative path is where the user is
+    c2 = with_overrides(c, prompts_file="here.jsonl")
+    assert c2.load.prompts_file == str(tmp_path.resolve() / "here.jsonl")
 
 
 def test_missing_and_malformed_files(tmp_path):
