@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from core.rundir import find_run_dirs
+from core.rundir import LoadGeneratorSummary, Manifest, find_run_dirs
 
 from .compute import (TimeSeries, gap_warnings, metric_figures, parse_slos, request_figures,
                       run_timeseries, stage_windows)
@@ -149,7 +149,7 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     slos = parse_slos(opts.slos)
     warnings = WarningList()
     dirs = discover([str(p) for p in paths])
-    manifests: list[tuple[Path, dict]] = []
+    manifests: list[tuple[Path, Manifest]] = []
     reasons = []
     for d in dirs:
         try:
@@ -160,11 +160,10 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     if not manifests:
         raise AnalysisError(reasons[0] if len(reasons) == 1 else
                             f"no usable run among {len(dirs)} directories; first: {reasons[0]}")
-    manifests.sort(key=lambda dm: (_num(dm[1].get("start_unix")), str(dm[1].get("campaign")),
-                                   str(dm[1].get("run_id"))))
+    manifests.sort(key=lambda dm: (_num(dm[1].start_unix), dm[1].campaign, dm[1].run_id))
     # A run is (campaign, run_id): the same pair twice is the same run (a copy) and counts once.
     first_seen: dict[tuple[str, str], Path] = {}
-    todo: list[tuple[Path, dict, RunRef]] = []
+    todo: list[tuple[Path, Manifest, RunRef]] = []
     for (d, manifest), ref in zip(manifests, run_refs(manifests)):
         if ref.key in first_seen:
             warnings.add("skipped_run", f"{d}: the same run (campaign {ref.campaign!r}, run_id "
@@ -295,6 +294,10 @@ def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.inf
 
 
+def _or_unknown(value: Any) -> Any:
+    return "?" if value is None else value
+
+
 def _light(run: RunData) -> RunData:
     """The run without its big frames (kept for config checks and the setup section)."""
     return RunData(path=run.path, run_id=run.run_id, manifest=run.manifest,
@@ -357,24 +360,24 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
                          "chunks (the server sent no usage); token figures are lower bounds",
                          run.ref, ep)
     # Saturated load generator.
-    lg = run.manifest.get("load_generator") or {}
-    if lg.get("saturated"):
+    lg = run.manifest.load_generator or LoadGeneratorSummary()
+    if lg.saturated:
         warnings.add("saturated_load_generator", f"run {run.name}: the load generator was "
-                     f"saturated (max CPU {lg.get('max_cpu_percent', '?')}%, "
-                     f"{lg.get('seconds_above_90', '?')} s above 90%): its latencies include "
+                     f"saturated (max CPU {_or_unknown(lg.max_cpu_percent)}%, "
+                     f"{_or_unknown(lg.seconds_above_90)} s above 90%): its latencies include "
                      "client delay and are not the server's; rerun with more Locust workers",
                      run.ref)
     # The load generator's own lateness and lockstep, per endpoint and stage.
     health_warnings(run.ref, stage_health(run.records, run.manifest), warnings)
     # Record counts.
     n_records = len(run.records)
-    written = run.manifest.get("records_written")
+    written = run.manifest.records_written
     if isinstance(written, int) and written != n_records:
         warnings.add("record_count_mismatch", f"run {run.name}: records.csv holds {n_records} "
                      f"records, the manifest says {written} were written", run.ref)
     counts = []
-    if isinstance(run.manifest.get("locust_requests"), int):
-        counts.append(("manifest locust_requests", run.manifest["locust_requests"]))
+    if isinstance(run.manifest.locust_requests, int):
+        counts.append(("manifest locust_requests", run.manifest.locust_requests))
     if isinstance(run.locust_chat_requests, int):
         counts.append((f"{run.locust_source} CHAT rows", run.locust_chat_requests))
     locust = counts[0][1] if counts else None
@@ -402,11 +405,12 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
                 timeseries[ep] = ts
     info = RunInfo(run_id=run.run_id, name=run.name, path=str(run.path), campaign=run.campaign,
                    endpoints=run.endpoints, repetition=run.repetition,
-                   status=str(run.manifest.get("status")), mode=run.mode,
-                   start_unix=run.manifest.get("start_unix"), end_unix=run.manifest.get("end_unix"),
+                   status=str(getattr(run.manifest.status, "value", run.manifest.status)),
+                   mode=run.mode, start_unix=run.manifest.start_unix,
+                   end_unix=run.manifest.end_unix,
                    records=n_records, records_written=written,
-                   locust_chat_requests=locust, saturated=bool(lg.get("saturated")),
-                   max_cpu_percent=lg.get("max_cpu_percent"),
+                   locust_chat_requests=locust, saturated=bool(lg.saturated),
+                   max_cpu_percent=lg.max_cpu_percent,
                    metrics_source="prometheus" if run.metrics is not None and
                    getattr(run.metrics, "attrs", {}).get("source") == "prometheus" else
                    ("metrics.csv" if run.metrics is not None else "none"))
@@ -415,7 +419,7 @@ def _analyse_run(run: RunData, slos: dict[str, float], warnings: WarningList,
 
 def _down_windows(run: RunData, per_run: pd.DataFrame, warnings: WarningList) -> pd.DataFrame:
     """The run's down windows; adds down_s and down_share to per_run (in place) and warns."""
-    start = run.manifest.get("start_unix")
+    start = run.manifest.start_unix
     if isinstance(start, (int, float)) and not isinstance(start, bool):
         origin = float(start)
     else:
@@ -578,8 +582,8 @@ def _setup(runs: list[RunData], infos: list[RunInfo], endpoints: list[str],
                 break
         else:
             eps[ep] = {"model": models.get(ep)}
-    hosts = sorted({json.dumps(r.manifest.get("host") or {}, sort_keys=True) for r in runs})
-    versions = sorted({json.dumps(r.manifest.get("versions") or {}, sort_keys=True) for r in runs})
+    hosts = sorted({json.dumps(r.manifest.host.to_json(), sort_keys=True) for r in runs})
+    versions = sorted({json.dumps(r.manifest.versions.to_json(), sort_keys=True) for r in runs})
     campaigns = sorted({i.campaign for i in infos if i.campaign})
     return {"endpoints": eps, "load": first.load, "hosts": [json.loads(h) for h in hosts],
             "versions": [json.loads(v) for v in versions], "campaigns": campaigns,

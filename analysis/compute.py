@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .capture import SCRAPE_UP
+from core.rundir import series
+from core.rundir.series import SCRAPE_UP
+
 from .definitions import METRICS, SLO_FIELDS
 from .errors import WarningList
 from .rundata import RunData
@@ -39,8 +41,8 @@ def stage_windows(run: RunData, warnings: WarningList) -> pd.DataFrame:
     load = run.load
     steady_s = float(load.get("steady_s") or math.nan)
     last_start = float(rec["start_unix"].max()) if len(rec) else math.nan
-    end_unix = run.manifest.get("end_unix")
-    stopped = run.manifest.get("interrupted_unix")
+    end_unix = run.manifest.end_unix
+    stopped = run.manifest.interrupted_unix
     rows: list[dict[str, Any]] = []
     st = run.stages
     known = set(int(s) for s in st["stage"]) if len(st) else set()
@@ -221,27 +223,27 @@ def request_figures(run: RunData, windows: pd.DataFrame, slos: dict[str, float]
 
 # key: (metric names, first found wins; aggregation across series at one instant; scale)
 GAUGES: dict[str, tuple[tuple[str, ...], str, float]] = {
-    "gpu_util": (("nvml_gpu_utilization_ratio",), "mean", 100.0),
-    "sm_active": (("nvml_gpu_sm_active_ratio",), "mean", 100.0),
-    "tensor_active": (("nvml_gpu_tensor_active_ratio",), "mean", 100.0),
-    "dram_active": (("nvml_gpu_dram_active_ratio",), "mean", 100.0),
-    "gpu_mem_used": (("nvml_gpu_memory_used_bytes",), "sum", 1.0 / GIB),
-    "gpu_mem_total": (("nvml_gpu_memory_total_bytes",), "sum", 1.0 / GIB),
-    "power": (("nvml_gpu_power_watts",), "sum", 1.0),
-    "rss": (("server_process_resident_memory_bytes",), "sum", 1.0 / GIB),
-    "kv_cache": (("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), "mean", 100.0),
-    "running": (("vllm:num_requests_running",), "sum", 1.0),
-    "waiting": (("vllm:num_requests_waiting",), "sum", 1.0),
+    "gpu_util": ((series.GPU_UTILIZATION,), "mean", 100.0),
+    "sm_active": ((series.GPU_SM_ACTIVE,), "mean", 100.0),
+    "tensor_active": ((series.GPU_TENSOR_ACTIVE,), "mean", 100.0),
+    "dram_active": ((series.GPU_DRAM_ACTIVE,), "mean", 100.0),
+    "gpu_mem_used": ((series.GPU_MEMORY_USED,), "sum", 1.0 / GIB),
+    "gpu_mem_total": ((series.GPU_MEMORY_TOTAL,), "sum", 1.0 / GIB),
+    "power": ((series.GPU_POWER,), "sum", 1.0),
+    "rss": ((series.PROCESS_RSS,), "sum", 1.0 / GIB),
+    "kv_cache": ((series.VLLM_KV_CACHE_USAGE, series.VLLM_GPU_CACHE_USAGE), "mean", 100.0),
+    "running": ((series.VLLM_RUNNING,), "sum", 1.0),
+    "waiting": ((series.VLLM_WAITING,), "sum", 1.0),
 }
 COUNTERS = {
-    "energy_w": "nvml_gpu_energy_joules_total",
-    "cpu_cores_mean": "server_process_cpu_seconds_total",
-    "server_gen_tok_per_s": "vllm:generation_tokens_total",
+    "energy_w": series.GPU_ENERGY,
+    "cpu_cores_mean": series.PROCESS_CPU,
+    "server_gen_tok_per_s": series.VLLM_GENERATION_TOKENS,
 }
 HISTOGRAMS = {
-    "vllm_ttft": ("vllm:time_to_first_token_seconds",),
-    "vllm_itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-    "vllm_e2e": ("vllm:e2e_request_latency_seconds",),
+    "vllm_ttft": (series.VLLM_TTFT,),
+    "vllm_itl": (series.VLLM_ITL, series.VLLM_TPOT),
+    "vllm_e2e": (series.VLLM_E2E,),
 }
 METRIC_FIGURES = [k for k in METRICS if k.startswith(
     ("gpu_", "sm_", "tensor_", "dram_", "power_", "energy_", "cpu_", "rss_", "kv_", "running_",
@@ -449,7 +451,8 @@ def metric_figures(run: RunData, windows: pd.DataFrame, warnings: WarningList
     for ep in run.endpoints:
         sl = endpoint_slices(run.metrics, ep)
         cfg = run.endpoint_config(ep)
-        configured = {"server": cfg.get("metrics_url"), "exporter": cfg.get("exporter_url")}
+        configured = {series.SERVER: cfg.get("metrics_url"),
+                      series.EXPORTER: cfg.get("exporter_url")}
         present = set(sl.intervals) if sl is not None else set()
         for src, url in configured.items():
             if url and src not in present:
@@ -561,9 +564,9 @@ def run_timeseries(run: RunData, endpoint: str, windows: pd.DataFrame) -> TimeSe
     sl = endpoint_slices(run.metrics, endpoint)
     if sl is not None:
         for name, label, scale, how in (
-                ("nvml_gpu_utilization_ratio", "GPU utilization (%)", 100.0, "mean"),
-                ("vllm:kv_cache_usage_perc", "vLLM KV-cache usage (%)", 100.0, "mean"),
-                ("server_process_cpu_seconds_total", "server process CPU (cores)", 1.0, "rate")):
+                (series.GPU_UTILIZATION, "GPU utilization (%)", 100.0, "mean"),
+                (series.VLLM_KV_CACHE_USAGE, "vLLM KV-cache usage (%)", 100.0, "mean"),
+                (series.PROCESS_CPU, "server process CPU (cores)", 1.0, "rate")):
             mask = np.asarray(sl.metric == name)
             if not mask.any():
                 continue
@@ -576,8 +579,7 @@ def run_timeseries(run: RunData, endpoint: str, windows: pd.DataFrame) -> TimeSe
                 with np.errstate(divide="ignore", invalid="ignore"):
                     v = np.where(np.diff(v) >= 0, np.diff(v) / dt, np.nan)
                 t = t[1:]
-            interval = sl.intervals.get("exporter" if name.startswith(("nvml_", "server_"))
-                                        else "server", 1.0)
+            interval = sl.intervals.get(series.source_of(name), 1.0)
             t, v = _break_gaps(t, v, interval)
             ts.metric_name, ts.metric_t, ts.metric_v = label, t, v
             break

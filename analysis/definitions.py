@@ -169,7 +169,7 @@ SLO_FIELDS: dict[str, tuple[str, float]] = {
 
 
 def markdown_definitions() -> str:
-    """The computed-figure and method definitions as Markdown (README.md embeds this)."""
+    """The computed-figure and method definitions as Markdown (docs/report.md embeds this)."""
     lines = ["| figure | key | unit | definition |", "| --- | --- | --- | --- |"]
     for m in METRICS.values():
         lines.append(f"| {m.label} | `{m.key}` | {m.unit} | {m.definition} |")
@@ -179,7 +179,7 @@ def markdown_definitions() -> str:
 
 
 def markdown_warnings() -> str:
-    """The warning codes as Markdown (README.md embeds this)."""
+    """The warning codes as Markdown (docs/report.md embeds this)."""
     from .errors import WARNING_CODES
     lines = ["| warning | meaning |", "| --- | --- |"]
     lines += [f"| `{k}` | {v} |" for k, v in WARNING_CODES.items()]
@@ -187,7 +187,7 @@ def markdown_warnings() -> str:
 
 
 def sync_docs(path) -> bool:
-    """Rewrite the generated blocks of README.md; True when something changed."""
+    """Rewrite the generated blocks of a Markdown file (docs/report.md); True on any change."""
     from pathlib import Path
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -205,7 +205,7 @@ def sync_docs(path) -> bool:
 
 if __name__ == "__main__":
     import sys
-    if len(sys.argv) > 1:   # python -m analysis.definitions README.md
+    if len(sys.argv) > 1:   # python -m analysis.definitions docs/report.md
         print("updated" if sync_docs(sys.argv[1]) else "up to date")
     else:
         print(markdown_definitions(), end="")

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.rundir import Manifest
+
 LATE_SHARE_OF_P50 = 0.01
 LATE_FLOOR_S = 0.002
 LOCKSTEP_WINDOW_S = 0.001
@@ -76,14 +78,14 @@ def _p(values: pd.Series, q: float) -> float:
     return float(values.quantile(q)) if len(values) else math.nan
 
 
-def stage_health(records: pd.DataFrame, manifest: dict[str, Any]) -> list[StageHealth]:
+def stage_health(records: pd.DataFrame, manifest: Manifest) -> list[StageHealth]:
     """Health of every (endpoint, stage) from a run's steady records and its manifest."""
     steady = records[records["phase"] == "steady"]
-    loop = (manifest.get("load_generator") or {}).get("loop_lag_by_stage") or {}
+    loop = manifest.load_generator.loop_lag_by_stage if manifest.load_generator else {}
     out = []
     for (endpoint, stage), group in steady.groupby(["endpoint", "stage"], observed=True):
-        lag = loop.get(str(int(stage))) or {}
-        loop_p99 = lag.get("p99_ms")
+        lag = loop.get(str(int(stage)))
+        loop_p99 = lag.p99_ms if lag is not None else None
         ok = group[group["ok"]]
         out.append(StageHealth(
             endpoint=str(endpoint), stage=int(stage), requests=len(group),

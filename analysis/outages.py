@@ -12,8 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.rundir import ErrorCategory
+
 MIN_DOWN_S = 1.0            # a down window lasts at least this long
-IGNORED_CATEGORIES = ("interrupted",)   # stopped by the load generator, not answered
+# stopped by the load generator, not answered (plain strings: compared with np.isin)
+IGNORED_CATEGORIES = (ErrorCategory.INTERRUPTED.value,)
 
 DOWN_WINDOW_DEFINITION = (
     "A maximal span of time in which an endpoint's requests ended and none succeeded, lasting "

@@ -28,10 +28,12 @@ import numpy as np
 import pandas as pd
 
 from core.rundir import METRIC_FIELDS
+from core.rundir.capture import format_labels
+from core.rundir.read import normalise_metrics
+from core.rundir.series import EXPORTER, KEEP_NAMES, KEEP_PREFIXES, SCRAPE_UP, SERVER, source_of
 
-from .capture import KEEP_NAMES, KEEP_PREFIXES, SCRAPE_UP, format_labels
 from .errors import AnalysisError, WarningList
-from .rundata import RunData, normalise_metrics
+from .rundata import RunData
 
 MAX_POINTS = 10_000        # Prometheus refuses more than 11,000 points per series
 DROP_LABELS = ("__name__", "instance", "job", "endpoint")
@@ -88,9 +90,9 @@ def instance_map(run: RunData, explicit: dict[str, str]) -> dict[str, tuple[str,
     for ep in run.endpoints:
         cfg = run.endpoint_config(ep)
         if cfg.get("metrics_url"):
-            m[_instance(cfg["metrics_url"])] = (ep, "server")
+            m[_instance(cfg["metrics_url"])] = (ep, SERVER)
         if cfg.get("exporter_url"):
-            m[_instance(cfg["exporter_url"])] = (ep, "exporter")
+            m[_instance(cfg["exporter_url"])] = (ep, EXPORTER)
     for inst, ep in explicit.items():
         m[inst] = (ep, None)
     return m
@@ -125,7 +127,7 @@ def to_rows(results: list[dict[str, Any]], imap: dict[str, tuple[str, str | None
         if ep is None:
             unmapped += 1
             continue
-        src = src or ("server" if name.startswith("vllm:") else "exporter")
+        src = src or source_of(name)
         instance_source.setdefault(inst, src)
         labels = format_labels((k, v) for k, v in metric.items() if k not in DROP_LABELS)
         emit(ep, src, name, labels, values)
@@ -167,7 +169,7 @@ def _f(v: Any) -> float:
 
 def fetch_run_metrics(base_url: str, run: RunData, explicit: dict[str, str],
                       warnings: WarningList) -> pd.DataFrame | None:
-    start, end = run.manifest.get("start_unix"), run.manifest.get("end_unix")
+    start, end = run.manifest.start_unix, run.manifest.end_unix
     if not isinstance(start, (int, float)):
         raise AnalysisError(f"run {run.name}: the manifest has no start_unix; cannot query "
                             "Prometheus for its window")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
+
+from core.rundir import Manifest
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,14 @@ class RunRef:
         return self.name
 
 
-def run_ref(manifest: dict[str, Any], run_dir: Path | str, qualified: bool = False) -> RunRef:
+def run_ref(manifest: Manifest, run_dir: Path | str, qualified: bool = False) -> RunRef:
     """A run's reference from its manifest (run_id falls back to the directory's name)."""
-    return RunRef(str(manifest.get("campaign") or ""),
-                  str(manifest.get("run_id") or Path(run_dir).name), qualified)
+    return RunRef(manifest.campaign or "", manifest.run_id or Path(run_dir).name, qualified)
 
 
-def run_refs(manifests: Iterable[tuple[Path, dict[str, Any]]]) -> list[RunRef]:
+def run_refs(manifests: Iterable[tuple[Path, Manifest]]) -> list[RunRef]:
     """References for the runs of one report: names carry the campaign when campaigns differ."""
     items = list(manifests)
-    campaigns = {str(m.get("campaign") or "") for _, m in items}
+    campaigns = {m.campaign or "" for _, m in items}
     qualified = len(campaigns) > 1
     return [run_ref(m, d, qualified) for d, m in items]

@@ -14,7 +14,6 @@ import argparse
 import http.client
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,13 +23,9 @@ from typing import Any
 
 import psutil
 
+from bench.netutil import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -61,7 +56,7 @@ def _wait_ready(conn_factory: Any, proc: subprocess.Popen, timeout: float = 20.0
 
 def bench_http(gpus: int, scrapes: int, interval: float) -> dict[str, float]:
     """Scrape a real exporter process; latency and CPU figures."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "exporters", "--fake-gpus", str(gpus), "--port", str(port),
            "--interval", str(interval), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)

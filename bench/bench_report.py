@@ -2,7 +2,7 @@
 
     python -m bench.bench_report [--records 1000000] [--hours 2] [--keep DIR]
 
-Writes one synthetic run directory (tests/analysis/synth.py) with two endpoints, a five-stage
+Writes one synthetic run directory (tests/support/synth.py) with two endpoints, a five-stage
 sweep over ``--hours`` hours, about ``--records`` request records and 1 s metric samples
 (NVML gauges and counters, vLLM gauges, counters and the TTFT histogram) for both endpoints.
 Then runs ``python -m analysis RUN --out OUT --quiet`` in a child process and reports its wall
@@ -28,8 +28,8 @@ TARGET_BYTES = 4 * 2 ** 30
 
 
 def _synth():
-    """tests/analysis/synth.py, loaded by path (tests/ is not a package)."""
-    path = REPO / "tests" / "analysis" / "synth.py"
+    """tests/support/synth.py, loaded by path (tests/ is not a package)."""
+    path = REPO / "tests" / "support" / "synth.py"
     spec = importlib.util.spec_from_file_location("analysis_bench_synth", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod

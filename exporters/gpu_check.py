@@ -28,6 +28,8 @@ from typing import Any
 import pynvml
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.rundir import series
+
 GiB = 1 << 30
 ENV_MISSING = 2
 
@@ -91,9 +93,9 @@ class Scraper:
                     self.bad_values.append(f"{s.name}{s.labels}={s.value}")
                 if s.name.startswith("nvml_gpu_") and "pid" not in s.labels:
                     values[s.name] = s.value
-                elif s.name == "nvml_gpu_process_memory_used_bytes":
+                elif s.name == series.GPU_PROCESS_MEMORY:
                     values[f"process:{s.labels['pid']}"] = s.value
-                elif s.name == "nvml_up":
+                elif s.name == series.NVML_UP:
                     values[s.name] = s.value
         return values
 
@@ -178,14 +180,14 @@ def run_checks(torch: Any, port: int, alloc_gib: float, load_s: float) -> list[C
     torch.cuda.synchronize()
     time.sleep(2.0)
     idle = scraper.collect(3.0)
-    mem_idle = _mean(idle, "nvml_gpu_memory_used_bytes")
+    mem_idle = _mean(idle, series.GPU_MEMORY_USED)
 
     buf = torch.empty(int(alloc_gib * GiB), dtype=torch.uint8, device="cuda:0")
     buf.fill_(1)
     torch.cuda.synchronize()
     time.sleep(1.5)
     allocated = scraper.collect(2.0)
-    mem_alloc = _mean(allocated, "nvml_gpu_memory_used_bytes")
+    mem_alloc = _mean(allocated, series.GPU_MEMORY_USED)
     want = alloc_gib * GiB
     rise = None if mem_idle is None or mem_alloc is None else mem_alloc - mem_idle
     tol = 0.05 * want + 128 * (1 << 20)
@@ -194,36 +196,36 @@ def run_checks(torch: Any, port: int, alloc_gib: float, load_s: float) -> list[C
     own = allocated[-1].get(f"process:{os.getpid()}") if allocated else None
     check("per-process memory of this pid", _fmt(own, GiB, " GiB"), f">= {alloc_gib:g} GiB",
           None if own is None else own >= want)  # None: NVML sees another pid namespace
-    total = _mean(allocated, "nvml_gpu_memory_total_bytes")
+    total = _mean(allocated, series.GPU_MEMORY_TOTAL)
     check("memory total present", _fmt(total, GiB, " GiB"), "> 0", bool(total))
     del buf
     torch.cuda.empty_cache()
 
-    e0 = allocated[-1].get("nvml_gpu_energy_joules_total") if allocated else None
+    e0 = allocated[-1].get(series.GPU_ENERGY) if allocated else None
     t0 = time.monotonic()
     with MatmulLoad(torch):
         time.sleep(2.0)  # ramp: let utilization windows fill
         loaded = scraper.collect(max(2.0, load_s - 2.0))
     elapsed = time.monotonic() - t0
-    e1 = loaded[-1].get("nvml_gpu_energy_joules_total") if loaded else None
+    e1 = loaded[-1].get(series.GPU_ENERGY) if loaded else None
 
-    u_idle, u_load = _mean(idle, "nvml_gpu_utilization_ratio"), _mean(loaded, "nvml_gpu_utilization_ratio")
+    u_idle, u_load = _mean(idle, series.GPU_UTILIZATION), _mean(loaded, series.GPU_UTILIZATION)
     check("utilization idle -> loaded", f"{_fmt(u_idle)} -> {_fmt(u_load)}", "loaded >= 0.8, +0.3",
           u_idle is not None and u_load is not None and u_load >= 0.8 and u_load >= u_idle + 0.3)
-    p_idle, p_load = _mean(idle, "nvml_gpu_power_watts"), _mean(loaded, "nvml_gpu_power_watts")
+    p_idle, p_load = _mean(idle, series.GPU_POWER), _mean(loaded, series.GPU_POWER)
     check("power idle -> loaded", f"{_fmt(p_idle, 1, ' W')} -> {_fmt(p_load, 1, ' W')}",
           "loaded >= 1.2 x idle and +20 W", p_idle is not None and p_load is not None
           and p_load >= 1.2 * p_idle and p_load >= p_idle + 20)
     energy = None if e0 is None or e1 is None else e1 - e0
     check("energy counter grows", _fmt(energy, 1, " J"), f"> {0.5 * (p_idle or 0) * elapsed:.0f} J",
           None if energy is None else energy > 0.5 * (p_idle or 0) * elapsed)
-    sm_clock = _mean(loaded, "nvml_gpu_sm_clock_hertz")
+    sm_clock = _mean(loaded, series.GPU_SM_CLOCK)
     check("SM clock under load", _fmt(sm_clock, 1e6, " MHz"), "> 0", bool(sm_clock))
-    temp = _mean(loaded, "nvml_gpu_temperature_celsius")
+    temp = _mean(loaded, series.GPU_TEMPERATURE)
     check("temperature", _fmt(temp, 1, " C"), "10-100 C", temp is not None and 10 <= temp <= 100)
 
-    gpm = ["nvml_gpu_sm_active_ratio", "nvml_gpu_sm_occupancy_ratio",
-           "nvml_gpu_tensor_active_ratio", "nvml_gpu_dram_active_ratio"]
+    gpm = [series.GPU_SM_ACTIVE, series.GPU_SM_OCCUPANCY,
+           series.GPU_TENSOR_ACTIVE, series.GPU_DRAM_ACTIVE]
     if major >= 9:
         present = [n for n in gpm if _mean(loaded, n) is not None]
         check(f"GPM series on CC {major}.{minor}", f"{len(present)}/4", "4/4", len(present) == 4)
@@ -239,7 +241,7 @@ def run_checks(torch: Any, port: int, alloc_gib: float, load_s: float) -> list[C
               not present)
 
     all_samples = idle + allocated + loaded
-    up = [s.get("nvml_gpu_up") for s in all_samples]
+    up = [s.get(series.GPU_UP) for s in all_samples]
     check("nvml_gpu_up stays 1", f"{sum(1 for u in up if u == 1.0)}/{len(up)}", "all",
           all(u == 1.0 for u in up))
     check("no NaN/negative sentinels", f"{len(scraper.bad_values)} found", "0",

@@ -1,8 +1,12 @@
-"""The exported metric names, their help text and kind: the contract with dashboards and analysis."""
+"""The exported metric families: name, help text and kind, the contract with dashboards and
+analysis. The names themselves are spelled once, in ``core.rundir.series`` (shared with the
+capture and the analysis)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from core.rundir import series
 
 
 @dataclass(frozen=True)
@@ -14,42 +18,42 @@ class MetricSpec:
     counter: bool = False
 
 
-GPU_LABELS = ("gpu", "UUID")  # dcgm-exporter's spelling, so dashboards join
+GPU_LABELS = series.GPU_LABELS  # dcgm-exporter's spelling, so dashboards join
 
-NVML_UP = MetricSpec("nvml_up", "1 when NVML is initialised, else 0.")
-GPU_UP = MetricSpec("nvml_gpu_up", "1 when the GPU answered the last sample in time, else 0.")
-GPU_INFO = MetricSpec("nvml_gpu_info", "GPU identity; always 1.")
+NVML_UP = MetricSpec(series.NVML_UP, "1 when NVML is initialised, else 0.")
+GPU_UP = MetricSpec(series.GPU_UP, "1 when the GPU answered the last sample in time, else 0.")
+GPU_INFO = MetricSpec(series.GPU_INFO, "GPU identity; always 1.")
 
 UTILIZATION = MetricSpec(
-    "nvml_gpu_utilization_ratio",
+    series.GPU_UTILIZATION,
     "NVML GPU utilization (0-1): fraction of time one or more kernels ran, averaged over the "
     "sampling interval. Not SM activity.")
 MEMORY_UTILIZATION = MetricSpec(
-    "nvml_gpu_memory_utilization_ratio",
+    series.GPU_MEMORY_UTILIZATION,
     "NVML memory-controller utilization (0-1): fraction of time device memory was read or written.")
-MEMORY_USED = MetricSpec("nvml_gpu_memory_used_bytes", "Device memory used, bytes.")
-MEMORY_FREE = MetricSpec("nvml_gpu_memory_free_bytes", "Device memory free, bytes.")
-MEMORY_RESERVED = MetricSpec("nvml_gpu_memory_reserved_bytes",
+MEMORY_USED = MetricSpec(series.GPU_MEMORY_USED, "Device memory used, bytes.")
+MEMORY_FREE = MetricSpec(series.GPU_MEMORY_FREE, "Device memory free, bytes.")
+MEMORY_RESERVED = MetricSpec(series.GPU_MEMORY_RESERVED,
                              "Device memory reserved by the driver and firmware, bytes.")
-MEMORY_TOTAL = MetricSpec("nvml_gpu_memory_total_bytes", "Device memory total, bytes.")
-POWER = MetricSpec("nvml_gpu_power_watts", "Board power draw, watts.")
-POWER_LIMIT = MetricSpec("nvml_gpu_power_limit_watts", "Enforced power limit, watts.")
-ENERGY = MetricSpec("nvml_gpu_energy_joules_total",
+MEMORY_TOTAL = MetricSpec(series.GPU_MEMORY_TOTAL, "Device memory total, bytes.")
+POWER = MetricSpec(series.GPU_POWER, "Board power draw, watts.")
+POWER_LIMIT = MetricSpec(series.GPU_POWER_LIMIT, "Enforced power limit, watts.")
+ENERGY = MetricSpec(series.GPU_ENERGY,
                     "Energy used since the driver was loaded, joules.", counter=True)
-TEMPERATURE = MetricSpec("nvml_gpu_temperature_celsius", "GPU die temperature, degrees Celsius.")
-SM_CLOCK = MetricSpec("nvml_gpu_sm_clock_hertz", "Current SM clock, hertz.")
-MEMORY_CLOCK = MetricSpec("nvml_gpu_memory_clock_hertz", "Current memory clock, hertz.")
-SM_ACTIVE = MetricSpec("nvml_gpu_sm_active_ratio",
+TEMPERATURE = MetricSpec(series.GPU_TEMPERATURE, "GPU die temperature, degrees Celsius.")
+SM_CLOCK = MetricSpec(series.GPU_SM_CLOCK, "Current SM clock, hertz.")
+MEMORY_CLOCK = MetricSpec(series.GPU_MEMORY_CLOCK, "Current memory clock, hertz.")
+SM_ACTIVE = MetricSpec(series.GPU_SM_ACTIVE,
                        "GPM: fraction of SMs busy over the sampling interval (0-1).")
-SM_OCCUPANCY = MetricSpec("nvml_gpu_sm_occupancy_ratio",
+SM_OCCUPANCY = MetricSpec(series.GPU_SM_OCCUPANCY,
                           "GPM: resident warps over the theoretical maximum (0-1).")
-TENSOR_ACTIVE = MetricSpec("nvml_gpu_tensor_active_ratio",
+TENSOR_ACTIVE = MetricSpec(series.GPU_TENSOR_ACTIVE,
                            "GPM: fraction of time SMs ran any tensor-core instruction (0-1).")
-DRAM_ACTIVE = MetricSpec("nvml_gpu_dram_active_ratio",
+DRAM_ACTIVE = MetricSpec(series.GPU_DRAM_ACTIVE,
                          "GPM: DRAM bandwidth used over the theoretical maximum (0-1).")
-PCIE_TX = MetricSpec("nvml_gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput, bytes/s.")
-PCIE_RX = MetricSpec("nvml_gpu_pcie_rx_bytes_per_second", "PCIe receive throughput, bytes/s.")
-PROCESS_MEMORY = MetricSpec("nvml_gpu_process_memory_used_bytes",
+PCIE_TX = MetricSpec(series.GPU_PCIE_TX, "PCIe transmit throughput, bytes/s.")
+PCIE_RX = MetricSpec(series.GPU_PCIE_RX, "PCIe receive throughput, bytes/s.")
+PROCESS_MEMORY = MetricSpec(series.GPU_PROCESS_MEMORY,
                             "Device memory used by one compute process, bytes.")
 
 # Per-GPU value metrics, in exposition order.
@@ -59,16 +63,16 @@ GPU_VALUE_METRICS = (
     SM_ACTIVE, SM_OCCUPANCY, TENSOR_ACTIVE, DRAM_ACTIVE, PCIE_TX, PCIE_RX,
 )
 
-SCRAPE_DURATION = MetricSpec("exporter_scrape_duration_seconds",
+SCRAPE_DURATION = MetricSpec(series.EXPORTER_SCRAPE_DURATION,
                              "Time this exporter took to build the /metrics answer, seconds.")
-NVML_ERRORS = MetricSpec("exporter_nvml_errors_total",
+NVML_ERRORS = MetricSpec(series.EXPORTER_NVML_ERRORS,
                          "NVML calls that failed, by NVML function and error.", counter=True)
 
 PROCESS_CPU = MetricSpec(
-    "server_process_cpu_seconds_total",
+    series.PROCESS_CPU,
     "CPU time (user+system, including reaped children) of the selected process tree, seconds.",
     counter=True)
-PROCESS_RSS = MetricSpec("server_process_resident_memory_bytes",
+PROCESS_RSS = MetricSpec(series.PROCESS_RSS,
                          "Resident memory summed over the selected process tree, bytes.")
-PROCESS_COUNT = MetricSpec("server_processes",
+PROCESS_COUNT = MetricSpec(series.PROCESS_COUNT,
                            "Processes in the selected process tree (0 when nothing matches).")

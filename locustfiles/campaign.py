@@ -423,15 +423,15 @@ def run_outcome(run_dir: Path, code: int, title: str) -> dict[str, Any]:
     outcome: dict[str, Any] = {"exit_code": code}
     try:
         m = rundir.read_manifest(run_dir)
-    except (OSError, ValueError) as exc:
-        m, problem = {}, f"its manifest is unreadable: {exc}"
+    except (OSError, ValueError) as exc:   # rundir.ManifestError is a ValueError
+        m, problem = rundir.Manifest(), f"its manifest is unreadable: {exc}"
     else:
         problem = ""
-        if m.get("status") != "complete":
-            problem = f"the run's status is {m.get('status')!r}"
-            if m.get("failure_reason"):
-                problem += f": {m['failure_reason']}"
-        elif not m.get("records_written"):
+        if m.status != rundir.RunStatus.COMPLETE:
+            problem = f"the run's status is {_plain(m.status)!r}"
+            if m.failure_reason:
+                problem += f": {m.failure_reason}"
+        elif not m.records_written:
             problem = "it recorded no requests"
     if code != 0 or problem:
         reason = problem or f"Locust exited with code {code}"
@@ -440,13 +440,18 @@ def run_outcome(run_dir: Path, code: int, title: str) -> dict[str, Any]:
               f"{_tail(run_dir / rundir.LOCUST_LOG)}\n{_tail(run_dir / 'locust.stdout', 10)}",
               file=sys.stderr, flush=True)
         return outcome
-    lg = m.get("load_generator", {})
-    warn = " WARNING: load generator saturated" if lg.get("saturated") else ""
-    print(f"{title}: done, {m.get('records_written')} records "
-          f"(Locust counted {m.get('locust_requests')}), "
-          f"generator CPU max {lg.get('max_cpu_percent', 0):.0f}%{warn}", flush=True)
+    lg = m.load_generator or rundir.LoadGeneratorSummary()
+    warn = " WARNING: load generator saturated" if lg.saturated else ""
+    print(f"{title}: done, {m.records_written} records "
+          f"(Locust counted {m.locust_requests}), "
+          f"generator CPU max {lg.max_cpu_percent or 0:.0f}%{warn}", flush=True)
     outcome["status"] = "complete"
     return outcome
+
+
+def _plain(value: Any) -> Any:
+    """A status as its plain string (an enum member's value)."""
+    return getattr(value, "value", value)
 
 
 def build_report(campaign_dir: Path, extra: str = "", notes: list[str] | None = None) -> int:

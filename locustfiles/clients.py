@@ -22,7 +22,7 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 
 from core.config import Endpoint, redact
-from core.records import RequestRecord
+from core.records import ErrorCategory, RequestRecord
 from locustfiles import kernelstamps, reactor
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import (StreamFailure, StreamRecorder, body_excerpt, error_message,
@@ -187,16 +187,13 @@ class _SSLPool(_KeepAlive, _ConnectPhase, SSLConnectionPool):
     pass
 
 
-def _http_category(status: int) -> str:
-    return "http_4xx" if 400 <= status < 500 else "http_5xx"
-
-
 def _connect_failure(exc: BaseException) -> StreamFailure:
     if isinstance(exc, ConnectionRefusedError):
-        return StreamFailure("connection_refused", f"connection refused ({exc})")
+        return StreamFailure(ErrorCategory.CONNECTION_REFUSED, f"connection refused ({exc})")
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        return StreamFailure("connect_timeout", "no connection within the connect timeout")
-    return StreamFailure("connect_failed", f"cannot connect: {exc!r}")
+        return StreamFailure(ErrorCategory.CONNECT_TIMEOUT,
+                             "no connection within the connect timeout")
+    return StreamFailure(ErrorCategory.CONNECT_FAILED, f"cannot connect: {exc!r}")
 
 
 class FastClient:
@@ -277,7 +274,8 @@ class FastClient:
         except GreenletExit:
             end = perf_counter()
             self._reset(response)
-            recorder.finish(end, StreamFailure("interrupted", "stopped while streaming", status),
+            recorder.finish(end, StreamFailure(ErrorCategory.INTERRUPTED,
+                                               "stopped while streaming", status),
                             status)
             raise
         except BaseException as exc:  # every other way a request can end is still a record
@@ -350,7 +348,7 @@ class FastClient:
                 last = decoder.close()
                 if last is not None and recorder.on_payload(last, now):
                     break
-                raise StreamFailure("stream_truncated",
+                raise StreamFailure(ErrorCategory.STREAM_TRUNCATED,
                                     "the server closed the connection before data: [DONE]", 200)
             response.feed(chunk)
         if not done:
@@ -377,24 +375,30 @@ class FastClient:
             text = b""
         finally:
             response.release()
-        return StreamFailure(_http_category(status), f"HTTP {status}: {_error_text(text)}",
+        return StreamFailure(ErrorCategory.for_http_status(status),
+                             f"HTTP {status}: {_error_text(text)}",
                              status)
 
     @staticmethod
     def _classify(exc: BaseException, status: int) -> StreamFailure:
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            return StreamFailure("read_timeout", "no data within the read timeout", status)
+            return StreamFailure(ErrorCategory.READ_TIMEOUT,
+                                 "no data within the read timeout", status)
         if isinstance(exc, (ConnectionResetError, BrokenPipeError, HTTPConnectionClosed)):
             if status:
-                return StreamFailure("stream_truncated", f"connection lost mid-stream ({exc})",
+                return StreamFailure(ErrorCategory.STREAM_TRUNCATED,
+                                     f"connection lost mid-stream ({exc})",
                                      status)
-            return StreamFailure("connection_reset", f"connection closed before a response "
+            return StreamFailure(ErrorCategory.CONNECTION_RESET,
+                                 f"connection closed before a response "
                                  f"({exc.__class__.__name__}: {exc})")
         if isinstance(exc, HTTPParseError):
-            return StreamFailure("connection_reset", f"invalid HTTP response: {exc}", status)
+            return StreamFailure(ErrorCategory.CONNECTION_RESET,
+                                 f"invalid HTTP response: {exc}", status)
         if isinstance(exc, OSError):
-            return StreamFailure("connection_reset", f"{exc.__class__.__name__}: {exc}", status)
-        return StreamFailure("client_error", f"{exc.__class__.__name__}: {exc}", status)
+            return StreamFailure(ErrorCategory.CONNECTION_RESET,
+                                 f"{exc.__class__.__name__}: {exc}", status)
+        return StreamFailure(ErrorCategory.CLIENT_ERROR, f"{exc.__class__.__name__}: {exc}", status)
 
 
 def _error_text(body: bytes | str | None) -> str:
@@ -464,7 +468,8 @@ class OpenAIClient:
             recorder.finish(perf_counter(), failure, status)
         except GreenletExit:
             recorder.finish(perf_counter(),
-                            StreamFailure("interrupted", "stopped while streaming", status), status)
+                            StreamFailure(ErrorCategory.INTERRUPTED,
+                                          "stopped while streaming", status), status)
             raise
         except Exception as exc:
             recorder.finish(perf_counter(), self._classify(exc, status), status)
@@ -478,29 +483,35 @@ class OpenAIClient:
         openai = self._openai
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            return StreamFailure(_http_category(status), f"HTTP {status}: {sdk_error_text(exc)}",
+            return StreamFailure(ErrorCategory.for_http_status(status),
+                                 f"HTTP {status}: {sdk_error_text(exc)}",
                                  status)
         chain = _cause_chain(exc)
         names = " ".join(type(e).__name__ for e in chain)
         if any(isinstance(e, ConnectionRefusedError) for e in chain):
-            return StreamFailure("connection_refused", "connection refused")
+            return StreamFailure(ErrorCategory.CONNECTION_REFUSED, "connection refused")
         if "ConnectTimeout" in names:
-            return StreamFailure("connect_timeout", "no connection within the connect timeout")
+            return StreamFailure(ErrorCategory.CONNECT_TIMEOUT,
+                                 "no connection within the connect timeout")
         if isinstance(exc, openai.APITimeoutError) or "ReadTimeout" in names:
-            return StreamFailure("read_timeout", "no data within the read timeout", status)
+            return StreamFailure(ErrorCategory.READ_TIMEOUT,
+                                 "no data within the read timeout", status)
         if "RemoteProtocolError" in names or "IncompleteRead" in names:
             if not status:  # closed before a response: what the fast client calls it too
-                return StreamFailure("connection_reset", f"connection closed before a response "
+                return StreamFailure(ErrorCategory.CONNECTION_RESET,
+                                     f"connection closed before a response "
                                      f"({type(chain[-1]).__name__}: {chain[-1]})")
-            return StreamFailure("stream_truncated", f"stream cut: {exc}", status)
+            return StreamFailure(ErrorCategory.STREAM_TRUNCATED, f"stream cut: {exc}", status)
         if isinstance(exc, openai.APIConnectionError):
-            return StreamFailure("connection_reset", f"{type(chain[-1]).__name__}: {chain[-1]}",
+            return StreamFailure(ErrorCategory.CONNECTION_RESET,
+                                 f"{type(chain[-1]).__name__}: {chain[-1]}",
                                  status)
         if isinstance(exc, openai.APIError):
-            return StreamFailure("stream_error", str(exc.message), status or 200)
+            return StreamFailure(ErrorCategory.STREAM_ERROR, str(exc.message), status or 200)
         if "JSONDecodeError" in names:
-            return StreamFailure("malformed_chunk", f"event is not JSON: {exc}", status or 200)
-        return StreamFailure("client_error", f"{type(exc).__name__}: {exc}", status)
+            return StreamFailure(ErrorCategory.MALFORMED_CHUNK,
+                                 f"event is not JSON: {exc}", status or 200)
+        return StreamFailure(ErrorCategory.CLIENT_ERROR, f"{type(exc).__name__}: {exc}", status)
 
 
 def sdk_error_text(exc: Any) -> str:

@@ -28,6 +28,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.hub import Waiter, get_hub
 
+from core.records import ErrorCategory
 from locustfiles.kernelstamps import ANCILLARY_SPACE, arrival_time
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import StreamFailure, StreamRecorder
@@ -118,7 +119,8 @@ class Stream:
         except BlockingIOError:
             return False
         except OSError as exc:
-            self._fail(StreamFailure("stream_truncated", f"connection lost mid-stream ({exc})",
+            self._fail(StreamFailure(ErrorCategory.STREAM_TRUNCATED,
+                                     f"connection lost mid-stream ({exc})",
                                      200))
             return True
         self.last_read = now
@@ -131,7 +133,8 @@ class Stream:
         try:
             self.response.feed(data)
         except Exception as exc:  # the HTTP framing itself is broken
-            self._fail(StreamFailure("stream_truncated", f"invalid chunked body: {exc}", 200))
+            self._fail(StreamFailure(ErrorCategory.STREAM_TRUNCATED,
+                                     f"invalid chunked body: {exc}", 200))
             return True
         return self._parse(now)
 
@@ -187,7 +190,7 @@ class Stream:
         if self.done:
             self.result.set(None)
         else:
-            self._fail(StreamFailure("stream_truncated", truncated_message, 200))
+            self._fail(StreamFailure(ErrorCategory.STREAM_TRUNCATED, truncated_message, 200))
         return True
 
     def _fail(self, failure: StreamFailure) -> None:
@@ -280,7 +283,8 @@ class StreamReactor:
             for stream in list(self._streams.values()):
                 if now - stream.last_read > stream.read_timeout_s:
                     self._forget(stream)
-                    stream._fail(StreamFailure("read_timeout", "no data within the read timeout",
+                    stream._fail(StreamFailure(ErrorCategory.READ_TIMEOUT,
+                                               "no data within the read timeout",
                                                200))
         self._watchdog = None
 

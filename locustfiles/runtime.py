@@ -32,6 +32,10 @@ from gevent.threadpool import ThreadPool
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from core import rundir, secrets
+from core.rundir import series
+from core.rundir.capture import MetricsCapture, ScrapeTarget
+from core.rundir.manifest import (Host, LoadGeneratorSummary, LoopLag, Manifest, ProcessCpu,
+                                  RunStatus, Versions, suite_version)
 from core.config import (ConfigError, LoadSettings, SuiteConfig, known_secrets, load_config,
                          with_overrides)
 from core.records import RECORD_FIELDS, RequestRecord
@@ -48,7 +52,6 @@ MANUAL_TAGS_INTERVAL_S = 0.5
 CPU_SATURATED_PERCENT = 90.0
 CPU_SATURATED_SECONDS = 3.0      # this many seconds above 90% marks the generator saturated
 FINAL_FLUSH_TIMEOUT_S = 20.0
-SUITE_VERSION = "0.1.0"
 
 LOAD_FIELDS = tuple(f.name for f in dataclasses.fields(LoadSettings))
 
@@ -151,20 +154,20 @@ def lag_summary(samples: list[float]) -> dict[str, float]:
 class RunWriter:
     """Master/local side: writes the run directory as data arrives."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any]):
+    def __init__(self, run_dir: Path, manifest: Manifest):
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.records = rundir.record_appender(run_dir)
-        self.stages = rundir.CsvAppender(run_dir / rundir.STAGES, rundir.STAGE_FIELDS)
+        self.stages = rundir.stage_appender(run_dir)
         self.manifest = manifest
         self.cpu_by_process: dict[str, dict[str, float]] = {}
         self.loop_lag: dict[str, list[float]] = {}   # stage -> samples from every process
         self.final_acks: set[str] = set()
-        self.capture: Any = None
+        self.capture: MetricsCapture | None = None
         # File writes and fsync go to one OS thread, so a slow disk never stalls the event loop
         # (in a local run the same loop timestamps the streams).
         self._io = ThreadPool(1)
-        rundir.write_json_atomic(run_dir / rundir.MANIFEST, manifest)
+        rundir.write_manifest(run_dir, manifest)
 
     def on_batch(self, data: dict[str, Any]) -> None:
         rows = data.get("rows") or []
@@ -186,34 +189,33 @@ class RunWriter:
     def write_stage(self, row: dict[str, Any]) -> None:
         self.stages.write([row])
 
-    def load_generator_summary(self) -> dict[str, Any]:
+    def load_generator_summary(self) -> LoadGeneratorSummary:
         processes = self.cpu_by_process
         max_cpu = max((p["max_cpu_percent"] for p in processes.values()), default=0.0)
         above = max((p["seconds_above_90"] for p in processes.values()), default=0.0)
-        return {"processes": processes, "max_cpu_percent": max_cpu, "seconds_above_90": above,
-                "saturated": above >= CPU_SATURATED_SECONDS,
-                "loop_lag_by_stage": {stage: lag_summary(samples)
-                                      for stage, samples in sorted(self.loop_lag.items())
-                                      if samples}}
+        return LoadGeneratorSummary(
+            processes={worker: ProcessCpu.from_json(cpu) for worker, cpu in processes.items()},
+            max_cpu_percent=max_cpu, seconds_above_90=above,
+            saturated=above >= CPU_SATURATED_SECONDS,
+            loop_lag_by_stage={stage: LoopLag.from_json(lag_summary(samples))
+                               for stage, samples in sorted(self.loop_lag.items()) if samples})
 
-    def finalize(self, status: str, locust_requests: int, **details: Any) -> None:
-        """Close every file and write the manifest's end: status, counts, and details such as
-        ``interrupted_unix`` or ``failure_reason``."""
+    def finalize(self, status: str, locust_requests: int, *, interrupted_unix: float | None = None,
+                 failure_reason: str | None = None) -> None:
+        """Close every file and write the manifest's end: status, counts, and (when they apply)
+        when the run was interrupted or why it failed."""
         if self.capture is not None:
             self.capture.stop()
             self.capture = None
         self._io.apply(self.records.close)  # after any write still queued in the I/O thread
         self._io.kill()
         self.stages.close()
-        self.manifest.update({
-            "status": status,
-            "end_unix": time.time(),
-            "records_written": self.records.rows_written,
-            "locust_requests": locust_requests,
-            "load_generator": self.load_generator_summary(),
-            **details,
-        })
-        rundir.write_json_atomic(self.run_dir / rundir.MANIFEST, self.manifest)
+        self.manifest.finish(status, end_unix=time.time(),
+                             records_written=self.records.rows_written,
+                             locust_requests=locust_requests,
+                             load_generator=self.load_generator_summary(),
+                             interrupted_unix=interrupted_unix, failure_reason=failure_reason)
+        rundir.write_manifest(self.run_dir, self.manifest)
 
 
 class RunContext:
@@ -459,34 +461,29 @@ def config_from_options(options: Any) -> SuiteConfig:
 
 # ---- listeners ----
 
-def _manifest(ctx: RunContext, environment: Any, run_dir: Path) -> dict[str, Any]:
+def _manifest(ctx: RunContext, environment: Any, run_dir: Path) -> Manifest:
     import locust
 
     labels = sorted({cls.endpoint_label for cls in environment.user_classes
                      if getattr(cls, "endpoint_label", None)})
-    return {
-        "schema_version": rundir.SCHEMA_VERSION,
-        "run_id": run_dir.name,
-        "campaign": ctx.campaign,
-        "repetition": ctx.repetition,
-        "endpoints": labels,
-        "user_classes": [cls.__name__ for cls in environment.user_classes],
-        "status": "running",
-        "start_unix": time.time(),
-        "end_unix": None,
-        "config": ctx.config.to_public_dict(),
-        "plan": [dataclasses.asdict(s) for s in ctx.plan],
-        "planned_duration_s": total_duration_s(ctx.plan),
-        "mode": "shape" if environment.shape_class is not None else "manual",
-        "versions": {"suite": SUITE_VERSION, "locust": locust.__version__,
-                     "python": platform.python_version()},
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                 "cpu_count": os.cpu_count(),
-                 "memory_bytes": psutil.virtual_memory().total},
-        "command": [a for a in sys.argv],
-        "records_written": 0,
-        "locust_requests": 0,
-    }
+    return Manifest(
+        run_id=run_dir.name,
+        campaign=ctx.campaign,
+        repetition=ctx.repetition,
+        endpoints=labels,
+        user_classes=[cls.__name__ for cls in environment.user_classes],
+        status=RunStatus.RUNNING,
+        start_unix=time.time(),
+        config=ctx.config.to_public_dict(),
+        plan=[dataclasses.asdict(s) for s in ctx.plan],
+        planned_duration_s=total_duration_s(ctx.plan),
+        mode="shape" if environment.shape_class is not None else "manual",
+        versions=Versions(suite=suite_version(), locust=locust.__version__,
+                          python=platform.python_version()),
+        host=Host(hostname=socket.gethostname(), platform=platform.platform(),
+                  cpu_count=os.cpu_count(), memory_bytes=psutil.virtual_memory().total),
+        command=list(sys.argv),
+    )
 
 
 def _default_run_dir(environment: Any) -> Path:
@@ -569,21 +566,16 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         gevent.spawn(ctx.loop_lag.run, lambda: ctx.tags)
 
 
-def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> Any:
+def _start_capture(ctx: RunContext, environment: Any, run_dir: Path) -> MetricsCapture | None:
     labels = {getattr(c, "endpoint_label", None) for c in environment.user_classes}
     targets = []
-    try:
-        from analysis.capture import MetricsCapture, ScrapeTarget
-    except ImportError as exc:
-        log.warning("metric capture unavailable (%s): the report will lack server metrics", exc)
-        return None
     for ep in ctx.config.endpoints:
         if ep.label not in labels:
             continue
         if ep.exporter_url:
-            targets.append(ScrapeTarget(ep.label, "exporter", ep.exporter_url))
+            targets.append(ScrapeTarget(ep.label, series.EXPORTER, ep.exporter_url))
         if ep.metrics_url:
-            targets.append(ScrapeTarget(ep.label, "server", ep.metrics_url))
+            targets.append(ScrapeTarget(ep.label, series.SERVER, ep.metrics_url))
     if not targets:
         return None
     capture = MetricsCapture(targets, run_dir / rundir.METRICS, interval_s=1.0)
@@ -618,17 +610,17 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
         return
     runner = environment.runner
     details: dict[str, Any] = {}
-    status = "complete"
+    status = RunStatus.COMPLETE
     if environment.shape_class is not None and not ctx.plan_finished:
         now = time.time()
         log.warning("the run was stopped before its plan ended: finalizing it as interrupted")
         ctx.interrupt(runner, now)
-        status, details["interrupted_unix"] = "interrupted", now
+        status, details["interrupted_unix"] = RunStatus.INTERRUPTED, now
     if isinstance(runner, LocalRunner) and ctx.buffer:
         ctx.flush(final=True)
     writer = ctx.writer
-    if writer.records.rows_written == 0 and status == "complete":
-        status = "failed"
+    if writer.records.rows_written == 0 and status == RunStatus.COMPLETE:
+        status = RunStatus.FAILED
         details["failure_reason"] = ("no request was recorded: no user sent one (see the errors "
                                      "above in this log)")
         log.error("the run recorded no requests: marking it failed")

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from core.records import NAN, RequestRecord, gap_summary
+from core.records import NAN, ErrorCategory, RequestRecord, gap_summary
 
 MAX_MESSAGE_CHARS = 500
 EXCERPT_CHARS = 200
@@ -24,9 +24,11 @@ _SPACE = re.compile(r"\s+")
 
 
 class StreamFailure(Exception):
-    """A request failed in a known way; ``category`` is one of core.records.ERROR_CATEGORIES."""
+    """A request failed in a known way: ``category`` is an ErrorCategory (its plain string value
+    is kept, the form records and Locust's messages carry; an unknown one is a ValueError)."""
 
-    def __init__(self, category: str, message: str, http_status: int = 0):
+    def __init__(self, category: ErrorCategory | str, message: str, http_status: int = 0):
+        category = ErrorCategory(category).value
         super().__init__(f"{category}: {message}")
         self.category = category
         self.message = message
@@ -75,7 +77,7 @@ def not_event_stream(content_type: str | list[str] | None, body: bytes | str | N
         content_type = ", ".join(content_type)
     shown = content_type.strip() if content_type and content_type.strip() else "(none)"
     return StreamFailure(
-        "not_event_stream",
+        ErrorCategory.NOT_EVENT_STREAM,
         f"HTTP {http_status} with Content-Type {shown}, not {EVENT_STREAM}: the server ignored "
         f"stream=true or a proxy buffered it; body: {body_excerpt(body, 160)}", http_status)
 
@@ -121,9 +123,11 @@ class StreamRecorder:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise StreamFailure("malformed_chunk", f"event is not JSON: {payload[:120]!r}") from None
+            raise StreamFailure(ErrorCategory.MALFORMED_CHUNK,
+                                f"event is not JSON: {payload[:120]!r}") from None
         if type(chunk) is not dict:
-            raise StreamFailure("malformed_chunk", f"event is not a JSON object: {payload[:120]!r}")
+            raise StreamFailure(ErrorCategory.MALFORMED_CHUNK,
+                                f"event is not a JSON object: {payload[:120]!r}")
         self.on_chunk(chunk, now)
         return False
 
@@ -131,7 +135,7 @@ class StreamRecorder:
         """Handle one decoded chunk (a dict shaped like OpenAI's ChatCompletionChunk)."""
         error = chunk.get("error")
         if error is not None:
-            raise StreamFailure("stream_error", error_message(error), 200)
+            raise StreamFailure(ErrorCategory.STREAM_ERROR, error_message(error), 200)
         choices = chunk.get("choices")
         if choices:
             delta = choices[0].get("delta") or {}
@@ -152,7 +156,7 @@ class StreamRecorder:
                     if self.first_answer is None:
                         self.first_answer = now
         elif choices is None and "usage" not in chunk:
-            raise StreamFailure("malformed_chunk",
+            raise StreamFailure(ErrorCategory.MALFORMED_CHUNK,
                                 f"event has no choices, usage or error: {str(chunk)[:120]}")
         usage = chunk.get("usage")
         if usage:
@@ -189,14 +193,14 @@ class StreamRecorder:
         else:
             rec.http_status = 200 if http_status is None else http_status
         if failure is None and not self.done:
-            failure = StreamFailure("stream_truncated", "the stream ended without data: [DONE]",
-                                    rec.http_status)
+            failure = StreamFailure(ErrorCategory.STREAM_TRUNCATED,
+                                    "the stream ended without data: [DONE]", rec.http_status)
         if failure is None and self.chunks == 0 and self.expect_tokens and not (
                 rec.output_tokens > 0):
             failure = StreamFailure(
-                "empty_answer", "the stream finished without a token: no content or reasoning "
-                "delta, " + ("usage.completion_tokens 0" if rec.tokens_from_usage
-                             else "no usage"), rec.http_status)
+                ErrorCategory.EMPTY_ANSWER, "the stream finished without a token: no content or "
+                "reasoning delta, " + ("usage.completion_tokens 0" if rec.tokens_from_usage
+                                       else "no usage"), rec.http_status)
         if failure is None:
             rec.ok = True
         else:

@@ -24,7 +24,7 @@ from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from core.config import ConfigError, load_config
-from core.records import RequestRecord
+from core.records import ErrorCategory, RequestRecord
 from locustfiles import runtime
 from locustfiles.clients import ChatClient, chat_body, make_client
 from locustfiles.prompts import (ConfigPromptError, file_prompts, load_prompts_file,
@@ -169,7 +169,7 @@ class ChatUser(StreamingUser):
         random 50-100% of it so users that failed together do not retry together. Without it a
         user retries a refused connection thousands of times a second, and an outage reads as
         thousands of failures instead of its duration."""
-        if record.ok or record.error_category == "interrupted":
+        if record.ok or record.error_category == ErrorCategory.INTERRUPTED:
             self._failures_in_a_row = 0
             return 0.0
         load = runtime.context().load

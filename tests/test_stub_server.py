@@ -14,6 +14,7 @@ import pytest
 
 from bench.stub_server import (FAULTS, run_stub_process, start_stub_in_thread,
                                stop_stub_process)
+from support import wait_until
 
 MSG = [{"role": "user", "content": "Say something long, please."}]
 
@@ -57,16 +58,6 @@ def _is_token(ev: str) -> bool:
         if d.get("content") or d.get("reasoning"):
             return True
     return False
-
-
-def _eventually(cond, timeout=2.0):
-    """The server thread updates its counters just after its last write: poll briefly."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _stream_body(**extra):
@@ -177,7 +168,8 @@ def test_stream_chunk_sequence_with_reasoning():
         objs = [json.loads(e) for _, e in _read_sse(r)[:-1]]
         assert [set(o["choices"][0]["delta"]) for o in objs[1:-1]] == [{"content"}] * 4
         assert objs[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
-        assert _eventually(lambda: h.stats["streams_completed"] == 2)
+        # the server thread updates its counters just after its last write: poll briefly
+        wait_until(lambda: h.stats["streams_completed"] == 2, 2.0, "2 streams completed", interval=0.005)
         assert h.stats["connections"] == 1
 
 
@@ -486,9 +478,10 @@ def test_pipelining_http10_and_client_disconnect():
     with start_stub_in_thread(ttft_ms=1, itl_ms=5, tokens=1000) as h:
         s = _raw_request(h.port, _stream_body())
         s.recv(65536)
-        assert _eventually(lambda: h.stats["running"] == 1)
+        wait_until(lambda: h.stats["running"] == 1, 2.0, "1 running", interval=0.005)
         s.close()
-        assert _eventually(lambda: h.stats["client_disconnects"] == 1 and h.stats["running"] == 0)
+        wait_until(lambda: h.stats["client_disconnects"] == 1 and h.stats["running"] == 0, 2.0,
+                   "the disconnect counted", interval=0.005)
 
 
 def test_fault_after_zero_and_non_stream_faults(stub):
@@ -516,7 +509,7 @@ def test_metrics_and_stats():
         r = c.getresponse()
         assert r.status == 200
         text = r.read().decode()
-        assert _eventually(lambda: h.stats["streams_completed"] == 2)
+        wait_until(lambda: h.stats["streams_completed"] == 2, 2.0, "2 streams completed", interval=0.005)
         st = h.stats
     assert st["chat_requests"] == 3 and st["requests"] == 4
     assert st["streams_completed"] == 2 and st["faults_served"] == 2
@@ -591,3 +584,51 @@ def test_http_503_html_fault(stub):
     assert b"<title>503 Service Unavailable</title>" in r.read()
     r = _post(c, _stream_body())
     assert r.status == 200 and _read_sse(r)[-1][1] == "[DONE]"
+
+
+# ---- the request plan ------------------------------------------------------------------------------
+def _plan(cfg=None, schedule=None, **body):
+    from bench.stub.plan import FaultSchedule, StubConfig, plan_request
+
+    cfg = cfg or StubConfig(tokens=8)
+    return plan_request(cfg, json.dumps({"messages": MSG, **body}).encode(),
+                        schedule or FaultSchedule(cfg.fault, cfg.fault_rate))
+
+
+def test_the_plan_holds_every_decision_about_one_request():
+    from dataclasses import FrozenInstanceError
+
+    p = _plan(stream=True, stream_options={"include_usage": True}, max_tokens=5,
+              stub_ttft_ms=30, stub_itl_ms=4, stub_reasoning_tokens=2)
+    assert (p.stream, p.streamed, p.include_usage, p.fault) == (True, True, True, None)
+    assert (p.ttft_s, p.itl_s, p.stall_s) == (0.03, 0.004, 0.0)
+    assert (p.tokens, p.reasoning_tokens, p.finish_reason) == (5, 2, "length")
+    assert p.prompt_tokens == len(MSG[0]["content"]) // 4 + 1
+    assert p.usage()["completion_tokens_details"] == {"reasoning_tokens": 2}
+    with pytest.raises(FrozenInstanceError):
+        p.tokens = 6  # type: ignore[misc]
+    # the stall counts only with the stall fault; empty_stream has no token; json_answer no SSE
+    assert _plan(stub_stall_s=2).stall_s == 0.0
+    assert _plan(stub_fault="stall", stub_stall_s=2).stall_s == 2.0
+    empty = _plan(stub_fault="empty_stream", max_tokens=5)
+    assert (empty.tokens, empty.reasoning_tokens, empty.finish_reason) == (0, 0, "stop")
+    assert not _plan(stream=True, stub_fault="json_answer").streamed
+
+
+def test_the_plan_refuses_what_the_server_answers_with_400():
+    from bench.stub.protocol import HttpError
+
+    for body in ({"stub_fault": "nope"}, {"stub_ttft_ms": -1}, {"max_tokens": 0}):
+        with pytest.raises(HttpError) as err:
+            _plan(**body)
+        assert err.value.status == 400
+
+
+def test_the_server_fault_is_spread_evenly_over_requests_naming_none():
+    from bench.stub.plan import FaultSchedule, StubConfig
+
+    cfg = StubConfig(fault="http_500", fault_rate=0.5)
+    schedule = FaultSchedule(cfg.fault, cfg.fault_rate)
+    faults = [_plan(cfg, schedule).fault for _ in range(4)]
+    assert faults == [None, "http_500", None, "http_500"]
+    assert _plan(cfg, schedule, stub_fault="truncate").fault == "truncate"

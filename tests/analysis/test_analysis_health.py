@@ -5,6 +5,7 @@ import pandas as pd
 
 from analysis.errors import WarningList
 from analysis.health import lockstep_share, stage_health, health_warnings
+from core.rundir import Manifest
 
 
 def _records(start_unix, send_lag_s, ttft_s=0.050, stage=0, endpoint="A"):
@@ -19,7 +20,7 @@ def _records(start_unix, send_lag_s, ttft_s=0.050, stage=0, endpoint="A"):
 
 def _codes(records, manifest=None):
     warnings = WarningList()
-    health_warnings("r1", stage_health(records, manifest or {}), warnings)
+    health_warnings("r1", stage_health(records, Manifest.from_json(manifest or {})), warnings)
     return [w.code for w in warnings]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import analysis_synth as synth
+from support import synth
 from analysis.__main__ import main
 from analysis.build import Options, analyse
 

@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-import analysis_synth as synth
+from support import synth
 from analysis import prometheus
 from analysis.build import Options, analyse
 

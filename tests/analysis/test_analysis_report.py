@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import analysis_synth as synth
+from support import synth
 from analysis.build import Options, analyse
 from analysis.report import summary_text, write_report
 
@@ -118,11 +118,3 @@ def test_hostile_strings_are_escaped(tmp_path):
     md = paths["md"].read_text()
     assert HOSTILE_MODEL not in md and HOSTILE_ERROR not in md
     assert "&lt;script>" in md and "<script" not in md
-
-
-def test_docs_generated_blocks_are_current(tmp_path):
-    from analysis.definitions import sync_docs
-    docs = Path(__file__).resolve().parents[2] / "README.md"
-    copy = tmp_path / "README.md"
-    copy.write_text(docs.read_text(encoding="utf-8"), encoding="utf-8")
-    assert not sync_docs(copy), "run: python -m analysis.definitions README.md"

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-import analysis_synth as synth
+from support import synth
 from analysis.build import Options, analyse
 from analysis.report import write_report
 

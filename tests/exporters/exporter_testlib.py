@@ -1,6 +1,7 @@
-"""Helpers for the exporter tests: fake clocks, free ports, bounded subprocesses.
+"""Helpers for the exporter tests: fake clocks, goldens, bounded exporter subprocesses.
 
 A plain module rather than conftest.py: other test folders have a conftest.py of their own.
+Free ports and waits are in tests/support (``from support import free_port, wait_until``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +21,7 @@ import pytest
 
 from exporters.app import Exporter, ExporterConfig
 from exporters.fake import FakeNvml
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -78,13 +79,6 @@ def series(text: str, name: str) -> dict[str, float]:
     return out
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """(status, body); connection errors raise."""
     try:
@@ -92,21 +86,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> object:
-    """Poll ``predicate`` until truthy (returned) or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling
-            last_exc = exc
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met in {timeout} s (last error: {last_exc})")
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ import pytest
 
 from exporters.__main__ import main
 
-from exporter_testlib import (PYTHON, REPO, exporter_process, free_port, http_get,
-                              real_nvml_present, series)
+from exporter_testlib import PYTHON, REPO, exporter_process, http_get, real_nvml_present, series
+from support import free_port
 
 
 

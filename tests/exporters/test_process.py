@@ -12,7 +12,7 @@ import pytest
 
 from exporters.process import ProcessSelector, ProcessTreeCollector
 
-from exporter_testlib import wait_until
+from support import wait_until
 
 CHILD = ("import subprocess, sys, time\n"
          "kids = [subprocess.Popen(['sleep', '30']) for _ in range(2)]\n"
@@ -29,7 +29,8 @@ def tree():
                             start_new_session=True)
     try:
         assert proc.stdout.readline().strip() == b"ready"
-        wait_until(lambda: len(psutil.Process(proc.pid).children()) == 2, 5)
+        wait_until(lambda: len(psutil.Process(proc.pid).children()) == 2, 5, "two children",
+                   retry_on=(Exception,))
         yield proc, marker
     finally:
         for child in psutil.Process(proc.pid).children(recursive=True):
@@ -72,7 +73,8 @@ def test_cpu_counter_grows_with_work() -> None:
     try:
         selector = ProcessSelector.for_pid(busy.pid)
         collector = ProcessTreeCollector([selector])
-        wait_until(lambda: collector.usage(selector).cpu_seconds >= 0.3, 10)
+        wait_until(lambda: collector.usage(selector).cpu_seconds >= 0.3, 10, "0.3 s of CPU",
+                   retry_on=(Exception,))
     finally:
         busy.kill()
         busy.wait(5)
@@ -110,6 +112,7 @@ def test_exited_child_leaves_the_count_but_not_the_cpu_total(tree) -> None:
     collector = ProcessTreeCollector([selector])
     before = collector.usage(selector)
     psutil.Process(proc.pid).children()[0].kill()  # becomes a zombie: the parent never reaps
-    after = wait_until(lambda: (u := collector.usage(selector)).count == 2 and u, 5)
+    after = wait_until(lambda: (u := collector.usage(selector)).count == 2 and u, 5, "a count of 2",
+                       retry_on=(Exception,))
     assert after.cpu_seconds >= before.cpu_seconds
     assert 0 < after.rss_bytes <= before.rss_bytes

@@ -16,8 +16,8 @@ import pytest
 from exporters.fake import FakeGpu, FakeNvml, GiB
 from exporters.process import ProcessSelector, ProcessTreeCollector
 
-from exporter_testlib import (REPO, exporter_process, free_port, http_get, make_exporter, running,
-                      wait_until)
+from exporter_testlib import REPO, exporter_process, http_get, make_exporter, running
+from support import free_port, wait_until
 
 
 def _tool(name: str) -> str:
@@ -98,7 +98,8 @@ def test_real_prometheus_scrapes_the_exporter(tmp_path: Path) -> None:
             try:
                 result = wait_until(lambda: len(_query(prom_port, "nvml_gpu_memory_used_bytes"))
                                     == 2 and _query(prom_port, "nvml_gpu_memory_used_bytes"), 30,
-                                    interval=0.5)
+                                    "both GPUs' series in Prometheus", interval=0.5,
+                                    retry_on=(Exception,))
             except TimeoutError:
                 pytest.fail("Prometheus never returned the series; its log:\n"
                             + (tmp_path / "prometheus.log").read_text()

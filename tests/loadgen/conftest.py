@@ -1,25 +1,16 @@
-"""Fixtures for the load-generator tests: stub servers in subprocesses, configs, Locust runs."""
+"""Fixtures for the load-generator tests (the helpers themselves are in tests/support)."""
 
 from __future__ import annotations
 
-import subprocess
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 
-from bench.stub_server import run_stub_process, stop_stub_process
+from support import StubProcesses
+
 
 @pytest.fixture
-def stub() -> Iterator[Callable[..., str]]:
+def stub() -> Iterator[StubProcesses]:
     """Start stub servers (CLI options as keywords); returns base URLs; stops them all after."""
-    procs: list[subprocess.Popen] = []
-
-    def start(**options: Any) -> str:
-        proc, url = run_stub_process(**options)
-        procs.append(proc)
-        return url
-
-    start.procs = procs  # type: ignore[attr-defined]
-    yield start
-    for proc in procs:
-        stop_stub_process(proc)
+    with StubProcesses() as start:
+        yield start

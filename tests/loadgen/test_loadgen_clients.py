@@ -11,6 +11,7 @@ import pytest
 from core.config import Endpoint, RequestSettings
 from core.records import ERROR_CATEGORIES, RequestRecord
 from locustfiles.clients import FastClient, OpenAIClient, chat_body
+from support import free_port
 
 CLIENTS = [FastClient, OpenAIClient]
 
@@ -81,15 +82,9 @@ def test_read_timeout(client_cls, url):
     assert 0.4 < r.e2e_s < 3
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("client_cls", CLIENTS)
 def test_connection_refused(client_cls):
-    r = send(client_cls, endpoint(f"http://127.0.0.1:{_free_port()}/v1"))
+    r = send(client_cls, endpoint(f"http://127.0.0.1:{free_port()}/v1"))
     assert r.error_category == "connection_refused"
     assert math.isnan(r.ttft_s)
 

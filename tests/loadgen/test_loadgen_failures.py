@@ -15,7 +15,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from loadgen_helpers import ROOT, records_written, run_campaign, start_locust, wait_until, write_config
+from support import (ROOT, free_port, records_written, run_campaign, start_locust, wait_until,
+                     write_config)
 from locustfiles import campaign
 
 pytestmark = pytest.mark.slow
@@ -25,13 +26,6 @@ KEY = "sk-proj-Zq0123456789abcdefKEY"
 
 def _read(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "records.csv", keep_default_na=False, na_values=["nan", ""])
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- 1. a key planted in every field a user can set ----
@@ -243,7 +237,7 @@ def test_a_stopped_campaign_finalizes_every_result_as_interrupted(stub, tmp_path
 # ---- 5. failure storms: a failed request is retried after a back-off ----
 
 def test_failures_back_off_instead_of_storming(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}/v1"   # nothing listens: connection refused
+    dead = f"http://127.0.0.1:{free_port()}/v1"   # nothing listens: connection refused
     cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": dead, "model": "m"}],
                        load={"stages": [2], "ramp_s": 0.0, "warmup_s": 0.0, "steady_s": 4.0,
                              "drain_s": 0.0, "failure_backoff_s": 0.2,
@@ -261,7 +255,7 @@ def test_failures_back_off_instead_of_storming(tmp_path):
 
 
 def test_the_back_off_is_configurable_and_zero_turns_it_off(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": dead, "model": "m"}],
                        load={"stages": [1], "ramp_s": 0.0, "warmup_s": 0.0, "steady_s": 1.5,
                              "drain_s": 0.0, "start_spread_s": 0.0})

@@ -15,6 +15,7 @@ from core.records import ERROR_CATEGORIES, RequestRecord
 from locustfiles.clients import FastClient, OpenAIClient, chat_body
 from locustfiles.preflight import PreflightError, check_endpoint
 from locustfiles.stream import StreamFailure, StreamRecorder
+from support import StubProcesses
 
 CLIENTS = [FastClient, OpenAIClient]
 
@@ -37,11 +38,8 @@ def send(client_cls, ep, **body_changes):
 
 @pytest.fixture(scope="module")
 def url():
-    from bench.stub_server import run_stub_process, stop_stub_process
-
-    proc, base = run_stub_process(ttft_ms=5, itl_ms=1)
-    yield base
-    stop_stub_process(proc)
+    with StubProcesses() as stub:
+        yield stub(ttft_ms=5, itl_ms=1)
 
 
 def test_the_new_categories_are_defined():

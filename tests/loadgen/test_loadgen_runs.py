@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from loadgen_helpers import (records_written, run_campaign, start_locust, wait_until,
-                             write_config)
+from support import free_port, records_written, run_campaign, start_locust, wait_until, write_config
 from core.records import RECORD_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -214,16 +212,10 @@ def test_open_loop_keeps_the_arrival_rate_and_records_send_lag(stub, tmp_path):
     assert records["ok"].all()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("case", ["refused", "model", "key"])
 def test_preflight_stops_with_a_clear_message(stub, tmp_path, case):
     if case == "refused":
-        ep = {"label": "X", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "model": "m"}
+        ep = {"label": "X", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m"}
         expect = "connection refused"
     elif case == "model":
         ep = {"label": "X", "base_url": stub(), "model": "not-there"}

@@ -12,15 +12,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from loadgen_helpers import records_written, start_locust, wait_until, write_config
+from support import free_port, records_written, start_locust, wait_until, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _browser():
@@ -49,7 +43,7 @@ def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):
     cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
                                                "model": "stub-model"}])
     run_dir = tmp_path / "run"
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "locust.out", "wb")
     locust = start_locust(
         cfg, run_dir, "--web-host", "127.0.0.1", "--web-port", str(port),

@@ -20,7 +20,7 @@ from core.config import ConfigError, Endpoint, RequestSettings, parse_config
 from core.records import RequestRecord
 from locustfiles import clients, kernelstamps
 from locustfiles.clients import FastClient, chat_body
-from loadgen_helpers import ROOT, write_config
+from support import ROOT, write_config
 
 LOCUSTFILES = f"{ROOT / 'locustfiles' / 'users.py'},{ROOT / 'locustfiles' / 'sweep.py'}"
 # Tolerances for a noisy CI machine; `make bench` (bench.bench_wire) carries the tight targets

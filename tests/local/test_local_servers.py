@@ -12,13 +12,7 @@ import psutil
 import pytest
 
 from deploy.local import servers as ls
-
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -26,7 +20,7 @@ def _free_port() -> int:
 # ---------------------------------------------------------------------------------------------
 
 def test_port_owner_names_the_listening_process():
-    port = _free_port()
+    port = free_port()
     assert ls.port_owner(port) is None
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))

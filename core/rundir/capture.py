@@ -2,15 +2,17 @@
 
 Used inside the Locust master (gevent monkey-patched), so it is plain blocking stdlib code:
 ``urllib.request`` with a short timeout in a ``threading.Thread`` loop (a greenlet under gevent).
+It imports nothing heavy (no pandas, numpy or pyarrow).
 
-    capture = MetricsCapture([ScrapeTarget("A", "exporter", "http://127.0.0.1:9411/metrics"),
-                              ScrapeTarget("A", "server", "http://127.0.0.1:8101/metrics")],
+    capture = MetricsCapture([ScrapeTarget("A", series.EXPORTER, "http://127.0.0.1:9411/metrics"),
+                              ScrapeTarget("A", series.SERVER, "http://127.0.0.1:8101/metrics")],
                              run_dir / core.rundir.METRICS)
     capture.start(); ...; capture.stop()
 
 Rows follow ``core.rundir.METRIC_FIELDS``. Every scrape attempt writes one ``scrape_up`` row
 (1 ok, 0 failed with ``error="..."`` in labels). A failed scrape writes nothing else: a target
-that goes away leaves a gap, never zeros. Only allowlisted series are kept (``keep_metric``).
+that goes away leaves a gap, never zeros. Only allowlisted series are kept
+(``core.rundir.series.keep_metric``).
 """
 
 from __future__ import annotations
@@ -25,46 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from core.rundir import METRIC_FIELDS, CsvAppender
-
-# Series the report uses. Exporter series (nvml_*, server_process_*) are all kept: the exporter
-# is ours and small. From the model server only these families (histograms: all their series).
-VLLM_GAUGES = (
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:kv_cache_usage_perc",
-    "vllm:gpu_cache_usage_perc",       # older vLLM name of kv_cache_usage_perc
-    "vllm:cpu_cache_usage_perc",
-)
-VLLM_COUNTERS = (
-    "vllm:generation_tokens_total",
-    "vllm:prompt_tokens_total",
-    "vllm:num_preemptions_total",
-)
-VLLM_HISTOGRAMS = (
-    "vllm:time_to_first_token_seconds",
-    "vllm:inter_token_latency_seconds",
-    "vllm:time_per_output_token_seconds",  # older vLLM name of inter_token_latency_seconds
-    "vllm:e2e_request_latency_seconds",
-    "vllm:request_queue_time_seconds",
-)
-KEEP_PREFIXES = ("nvml_", "server_process_")
-KEEP_NAMES = frozenset(
-    VLLM_GAUGES + VLLM_COUNTERS
-    + tuple(f"{h}{s}" for h in VLLM_HISTOGRAMS for s in ("_bucket", "_sum", "_count"))
-)
-SCRAPE_UP = "scrape_up"
-
-
-def keep_metric(name: str) -> bool:
-    """True for the series the report uses (the allowlist)."""
-    return name in KEEP_NAMES or name.startswith(KEEP_PREFIXES)
-
+from .layout import METRIC_FIELDS
+from .series import ERROR_LABEL, SCRAPE_UP, keep_metric
+from .writers import CsvAppender
 
 @dataclass(frozen=True)
 class ScrapeTarget:
     endpoint: str   # the endpoint label the series belong to
-    source: str     # "exporter" or "server"
+    source: str     # series.EXPORTER or series.SERVER
     url: str        # the /metrics URL
 
 
@@ -139,14 +109,27 @@ def parse_prometheus_text(text: str) -> Iterator[tuple[str, list[tuple[str, str]
         yield name, labels, value
 
 
+def metric_row(ts: float, endpoint: str, source: str, metric: str, labels: str,
+               value: float) -> dict:
+    """One metrics.csv row (METRIC_FIELDS)."""
+    return dict(zip(METRIC_FIELDS, (ts, endpoint, source, metric, labels, value)))
+
+
+def scrape_up_row(ts: float, target: "ScrapeTarget", error: str | None = None) -> dict:
+    """The scrape's own row: 1, or 0 with the error in its labels."""
+    if error is None:
+        return metric_row(ts, target.endpoint, target.source, SCRAPE_UP, "", 1)
+    return metric_row(ts, target.endpoint, target.source, SCRAPE_UP,
+                      format_labels([(ERROR_LABEL, error)]), 0)
+
+
 def samples_to_rows(text: str, ts: float, endpoint: str, source: str) -> list[dict]:
     """Allowlisted, non-NaN samples of one scrape as metrics.csv rows."""
     rows = []
     for name, labels, value in parse_prometheus_text(text):
         if not keep_metric(name) or math.isnan(value):
             continue
-        rows.append({"ts_unix": ts, "endpoint": endpoint, "source": source, "metric": name,
-                     "labels": format_labels(labels), "value": value})
+        rows.append(metric_row(ts, endpoint, source, name, format_labels(labels), value))
     return rows
 
 
@@ -204,14 +187,10 @@ class MetricsCapture:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 body = resp.read().decode("utf-8", errors="replace")
         except Exception as exc:  # noqa: BLE001 - any failure is a gap, never a crash
-            ts = time.time()
-            return [{"ts_unix": ts, "endpoint": target.endpoint, "source": target.source,
-                     "metric": SCRAPE_UP, "labels": format_labels([("error", _short_error(exc))]),
-                     "value": 0}]
+            return [scrape_up_row(time.time(), target, _short_error(exc))]
         ts = time.time()
         rows = samples_to_rows(body, ts, target.endpoint, target.source)
-        rows.append({"ts_unix": ts, "endpoint": target.endpoint, "source": target.source,
-                     "metric": SCRAPE_UP, "labels": "", "value": 1})
+        rows.append(scrape_up_row(ts, target))
         return rows
 
     def _loop(self, target: ScrapeTarget) -> None:
@@ -220,9 +199,7 @@ class MetricsCapture:
             try:
                 rows = self.scrape_once(target)
             except Exception as exc:  # noqa: BLE001 - a bug in parsing must not end the loop
-                rows = [{"ts_unix": time.time(), "endpoint": target.endpoint,
-                         "source": target.source, "metric": SCRAPE_UP,
-                         "labels": format_labels([("error", _short_error(exc))]), "value": 0}]
+                rows = [scrape_up_row(time.time(), target, _short_error(exc))]
             ok = rows[-1]["value"] == 1
             with self._lock:
                 self.scrapes += 1

@@ -1,16 +1,4 @@
-"""The run directory: file names, the manifest, and append-as-you-go writers.
-
-A run directory holds everything one Locust run produced. It is written by the Locust master
-(or the single local process) and read by ``analysis``. Layout:
-
-    manifest.json            config (no secrets), versions, host, start/end, load-generator CPU
-    records.csv              one row per request (core.records.RequestRecord), appended ~1/s
-    stages.csv               stage timeline: when each stage's phases began (core.rundir.STAGE_FIELDS)
-    metrics.csv              samples scraped during the run (core.rundir.METRIC_FIELDS), long format
-    locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
-    locust.json              Locust's final stats (--json-file)
-    locust.log               Locust's log
-"""
+"""Append-as-you-go writers of the run directory: CSV appenders and atomic, scrubbed JSON."""
 
 from __future__ import annotations
 
@@ -23,27 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core import secrets
-from core.records import RECORD_FIELDS
 
-SCHEMA_VERSION = 1
-
-MANIFEST = "manifest.json"
-RECORDS = "records.csv"
-STAGES = "stages.csv"
-METRICS = "metrics.csv"
-LOCUST_CSV_PREFIX = "locust"          # -> locust_stats.csv, locust_stats_history.csv, ...
-LOCUST_JSON = "locust"                # --json-file appends .json
-LOCUST_LOG = "locust.log"
-
-# Stage timeline: one row per stage, Unix seconds for each phase start; end_unix closes it.
-STAGE_FIELDS = ("stage", "users", "rate", "ramp_unix", "warmup_unix", "steady_unix", "drain_unix",
-                "end_unix")
-
-# Metric samples, long format: one row per series per scrape.
-# source: "exporter" (GPU/process exporter) or "server" (the model server's /metrics).
-# A scrape attempt always writes one row with metric "scrape_up" (1 ok, 0 failed; the error
-# text in labels), so gaps are visible as gaps, never as zeros.
-METRIC_FIELDS = ("ts_unix", "endpoint", "source", "metric", "labels", "value")
+from .layout import RECORDS, STAGE_FIELDS, STAGES
+from .records import RECORD_FIELDS
 
 
 class CsvAppender:
@@ -100,7 +70,13 @@ class CsvAppender:
 
 
 def record_appender(run_dir: Path) -> CsvAppender:
+    """records.csv: rows are lists in RECORD_FIELDS order (``encode_values``)."""
     return CsvAppender(Path(run_dir) / RECORDS, RECORD_FIELDS)
+
+
+def stage_appender(run_dir: Path) -> CsvAppender:
+    """stages.csv: one dict row per stage (STAGE_FIELDS; a phase never reached stays blank)."""
+    return CsvAppender(Path(run_dir) / STAGES, STAGE_FIELDS)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -112,26 +88,3 @@ def write_json_atomic(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
     os.replace(tmp, path)
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {MANIFEST} is missing "
-                                "(pass a directory written by make loadtest)")
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Run directories at or below each path (a run dir is any folder with a manifest.json)."""
-    found: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if (p / MANIFEST).is_file():
-            found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(m.parent for m in p.rglob(MANIFEST)))
-        else:
-            raise FileNotFoundError(f"{p}: no such run directory")
-    return found

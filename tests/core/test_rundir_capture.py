@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.capture import (MetricsCapture, ScrapeTarget, format_labels, keep_metric,
-                              parse_prometheus_text, samples_to_rows)
+from core.rundir.capture import (MetricsCapture, ScrapeTarget, format_labels, keep_metric,
+                                 parse_prometheus_text, samples_to_rows)
+from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,13 +91,6 @@ class _Server:
         self.thread.join(5)
 
 
-def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_capture_gap_when_target_goes_away(tmp_path):
     server = _Server()
     port = server.port
@@ -104,15 +98,16 @@ def test_capture_gap_when_target_goes_away(tmp_path):
     cap = MetricsCapture([ScrapeTarget("A", "exporter", f"http://127.0.0.1:{port}/metrics")],
                          out, interval_s=0.1)
     cap.start()
-    _wait_for(lambda: cap.scrapes - cap.failures >= 3, "3 good scrapes")
+    wait_until(lambda: cap.scrapes - cap.failures >= 3, 30, "3 good scrapes", interval=0.01)
     server.close()
     down_from = time.time()
     # 5 failed scrapes at 0.1 s: the target is away for >= 0.4 s, several sampling intervals
-    _wait_for(lambda: cap.failures >= 5, "5 failed scrapes")
+    wait_until(lambda: cap.failures >= 5, 30, "5 failed scrapes", interval=0.01)
     down_to = time.time()
     good_before = cap.scrapes - cap.failures
     server = _Server(port)
-    _wait_for(lambda: cap.scrapes - cap.failures >= good_before + 3, "3 good scrapes again")
+    wait_until(lambda: cap.scrapes - cap.failures >= good_before + 3, 30, "3 good scrapes again",
+               interval=0.01)
     t0 = time.monotonic()
     cap.stop()
     assert time.monotonic() - t0 < 2.0
@@ -164,7 +159,7 @@ def test_capture_under_gevent(tmp_path):
         code = textwrap.dedent(f"""
             from gevent import monkey; monkey.patch_all()
             import time, gevent
-            from analysis.capture import MetricsCapture, ScrapeTarget
+            from core.rundir.capture import MetricsCapture, ScrapeTarget
             cap = MetricsCapture([ScrapeTarget("A", "exporter",
                                   "http://127.0.0.1:{server.port}/metrics")],
                                  {str(tmp_path / 'g.csv')!r}, interval_s=0.1)
@@ -183,13 +178,3 @@ def test_capture_under_gevent(tmp_path):
     df = pd.read_csv(tmp_path / "g.csv", keep_default_na=False)
     assert (df[df["metric"] == "scrape_up"]["value"] == 1).sum() >= 3
     assert not math.isnan(df[df["metric"] == "nvml_gpu_utilization_ratio"]["value"].iloc[0])
-
-
-def test_capture_import_is_light():
-    """The Locust master imports the capture: no pandas, numpy or matplotlib with it."""
-    code = ("import sys, analysis, analysis.capture; "
-            "print(sorted(m for m in ('pandas', 'numpy', 'matplotlib', 'scipy') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"

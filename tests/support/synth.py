@@ -16,11 +16,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from core.records import RECORD_FIELDS, RequestRecord
-from core.rundir import METRIC_FIELDS, SCHEMA_VERSION, STAGE_FIELDS
+from core.rundir import (METRIC_FIELDS, RECORD_DEFAULTS, RECORD_FIELDS, SCHEMA_VERSION,
+                         STAGE_FIELDS, ErrorCategory, Host, LoadGeneratorSummary, Manifest,
+                         RunStatus, Versions, series)
 
 T0 = 1_760_000_000.0
-_DEFAULTS = RequestRecord().to_row()
+_DEFAULTS = RECORD_DEFAULTS
 
 
 def make_config(labels: Iterable[str] = ("A", "B"), *, models: dict[str, str] | None = None,
@@ -49,18 +50,19 @@ def make_manifest(run_id: str, config: dict[str, Any], *, endpoints: Iterable[st
                   saturated=False, records_written: int | None = None,
                   locust_requests: int | None = None, campaign="test",
                   schema_version=SCHEMA_VERSION) -> dict[str, Any]:
-    return {
-        "schema_version": schema_version, "run_id": run_id, "campaign": campaign,
-        "endpoints": list(endpoints or [e["label"] for e in config["endpoints"]]),
-        "repetition": repetition, "start_unix": start_unix, "end_unix": end_unix,
-        "status": status, "config": config,
-        "versions": {"suite": "0.1.0", "locust": "2.47.0", "python": "3.11.7"},
-        "host": {"hostname": "loadgen-1", "platform": "Linux-x86_64", "cpu_count": 2},
-        "load_generator": {"max_cpu_percent": 97.0 if saturated else 35.0,
-                           "seconds_above_90": 30.0 if saturated else 0.0,
-                           "saturated": saturated, "processes": {}},
-        "records_written": records_written, "locust_requests": locust_requests,
-    }
+    """A manifest as JSON (a dict the tests may edit), made through core.rundir.Manifest."""
+    return Manifest(
+        schema_version=schema_version, run_id=run_id, campaign=campaign,
+        endpoints=list(endpoints or [e["label"] for e in config["endpoints"]]),
+        repetition=repetition, start_unix=start_unix, end_unix=end_unix,
+        status=status, config=config,
+        versions=Versions(suite="0.1.0", locust="2.47.0", python="3.11.7"),
+        host=Host(hostname="loadgen-1", platform="Linux-x86_64", cpu_count=2),
+        load_generator=LoadGeneratorSummary(max_cpu_percent=97.0 if saturated else 35.0,
+                                            seconds_above_90=30.0 if saturated else 0.0,
+                                            saturated=saturated),
+        records_written=records_written, locust_requests=locust_requests,
+    ).to_json()
 
 
 def stage_rows(stages, *, start=T0, ramp_s=1.0, warmup_s=2.0, steady_s=10.0, drain_s=1.0,
@@ -215,7 +217,7 @@ def synth_run(run_dir: Path, spec: SynthSpec | None = None, *, run_id: str | Non
                 "itl_p99_s": np.where(ok, tpot * 1.5, np.nan),
                 "itl_max_s": np.where(ok, tpot * 2, np.nan),
                 "http_status": 200, "ok": ok,
-                "error_category": np.where(ok, "", "stream_error"),
+                "error_category": np.where(ok, "", ErrorCategory.STREAM_ERROR.value),
                 "error_message": np.where(ok, "", "engine failed"),
             }))
     records = pd.concat(frames, ignore_index=True).sort_values("start_unix", kind="stable")
@@ -265,10 +267,9 @@ def synth_metrics(spec: SynthSpec, stages: list[dict], records: pd.DataFrame,
                            minlength=n)
         fsec = sec[done_ok]
         hists = {}
-        for family, col in (("vllm:time_to_first_token_seconds", "ttft_s"),
-                            ("vllm:inter_token_latency_seconds", "itl_mean_s"),
-                            ("vllm:e2e_request_latency_seconds", "e2e_s")):
-            if family != "vllm:time_to_first_token_seconds" and not spec.all_histograms:
+        for family, col in ((series.VLLM_TTFT, "ttft_s"), (series.VLLM_ITL, "itl_mean_s"),
+                            (series.VLLM_E2E, "e2e_s")):
+            if family != series.VLLM_TTFT and not spec.all_histograms:
                 continue
             vals = r[col].to_numpy()[done_ok]
             bidx = np.searchsorted(buckets, vals, side="left")  # le bucket index
@@ -283,36 +284,36 @@ def synth_metrics(spec: SynthSpec, stages: list[dict], records: pd.DataFrame,
         energy = 5000.0 + np.cumsum(power)
         gl = 'gpu="0",UUID="GPU-00000000-0000-0000-0000-000000000000"'
         e = up["exporter"]
-        add(ts, label, "exporter", "scrape_up", np.where(e, "", 'error="connection refused"'),
+        X, S = series.EXPORTER, series.SERVER
+        add(ts, label, X, series.SCRAPE_UP, np.where(e, "", 'error="connection refused"'),
             e.astype(float))
         if p.gpu:
-            add(ts[e], label, "exporter", "nvml_up", "", 1.0)
-            add(ts[e], label, "exporter", "nvml_gpu_utilization_ratio", gl, util[e])
-            add(ts[e], label, "exporter", "nvml_gpu_sm_active_ratio", gl, util[e] * 0.6)
-            add(ts[e], label, "exporter", "nvml_gpu_memory_used_bytes", gl, p.mem_gib * 2 ** 30)
-            add(ts[e], label, "exporter", "nvml_gpu_memory_total_bytes", gl, 16.0 * 2 ** 30)
-            add(ts[e], label, "exporter", "nvml_gpu_power_watts", gl, power[e])
-            add(ts[e], label, "exporter", "nvml_gpu_energy_joules_total", gl, energy[e])
+            add(ts[e], label, X, series.NVML_UP, "", 1.0)
+            add(ts[e], label, X, series.GPU_UTILIZATION, gl, util[e])
+            add(ts[e], label, X, series.GPU_SM_ACTIVE, gl, util[e] * 0.6)
+            add(ts[e], label, X, series.GPU_MEMORY_USED, gl, p.mem_gib * 2 ** 30)
+            add(ts[e], label, X, series.GPU_MEMORY_TOTAL, gl, 16.0 * 2 ** 30)
+            add(ts[e], label, X, series.GPU_POWER, gl, power[e])
+            add(ts[e], label, X, series.GPU_ENERGY, gl, energy[e])
         else:
             sel = 'selector="vllm"'
-            add(ts[e], label, "exporter", "server_process_cpu_seconds_total", sel,
+            add(ts[e], label, X, series.PROCESS_CPU, sel,
                 100.0 + np.cumsum(np.minimum(users, 2.0) * 0.9)[e])
-            add(ts[e], label, "exporter", "server_process_resident_memory_bytes", sel,
-                p.mem_gib * 2 ** 30)
+            add(ts[e], label, X, series.PROCESS_RSS, sel, p.mem_gib * 2 ** 30)
         s = up["server"]
-        add(ts, label, "server", "scrape_up", np.where(s, "", 'error="timeout"'), s.astype(float))
+        add(ts, label, S, series.SCRAPE_UP, np.where(s, "", 'error="timeout"'), s.astype(float))
         ml = f'model_name="{p.model}"'
-        add(ts[s], label, "server", "vllm:num_requests_running", ml, users[s])
-        add(ts[s], label, "server", "vllm:num_requests_waiting", ml, 0.0)
-        add(ts[s], label, "server", "vllm:kv_cache_usage_perc", ml, (0.01 * users)[s])
-        add(ts[s], label, "server", "vllm:generation_tokens_total", ml, np.cumsum(toks)[s])
+        add(ts[s], label, S, series.VLLM_RUNNING, ml, users[s])
+        add(ts[s], label, S, series.VLLM_WAITING, ml, 0.0)
+        add(ts[s], label, S, series.VLLM_KV_CACHE_USAGE, ml, (0.01 * users)[s])
+        add(ts[s], label, S, series.VLLM_GENERATION_TOKENS, ml, np.cumsum(toks)[s])
         for base, (cum_b, h_sum, h_cnt) in hists.items():
             for j, le in enumerate(list(buckets) + [math.inf]):
                 le_text = "+Inf" if math.isinf(le) else f"{le:g}"
-                add(ts[s], label, "server", f"{base}_bucket", f'{ml},le="{le_text}"',
+                add(ts[s], label, S, f"{base}_bucket", f'{ml},le="{le_text}"',
                     cum_b[s, j])
-            add(ts[s], label, "server", f"{base}_sum", ml, h_sum[s])
-            add(ts[s], label, "server", f"{base}_count", ml, h_cnt[s])
+            add(ts[s], label, S, f"{base}_sum", ml, h_sum[s])
+            add(ts[s], label, S, f"{base}_count", ml, h_cnt[s])
     return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
 
 
@@ -339,14 +340,14 @@ def interrupt_run(run_dir: Path, at_unix: float) -> Path:
     for col in ("error_category", "error_message"):
         rec[col] = rec[col].astype(object).where(rec[col].notna(), "")
     rec.loc[cut, "ok"] = False
-    rec.loc[cut, "error_category"] = "interrupted"
+    rec.loc[cut, "error_category"] = ErrorCategory.INTERRUPTED.value
     rec.loc[cut, "error_message"] = "the run was stopped"
     rec.loc[cut, "e2e_s"] = at_unix - rec.loc[cut, "start_unix"]
     rec.to_csv(run_dir / "records.csv", index=False, na_rep="")
-    m = json.loads((run_dir / "manifest.json").read_text())
-    m.update(status="interrupted", interrupted_unix=at_unix, end_unix=at_unix + 0.5,
-             records_written=len(rec), locust_requests=len(rec))
-    (run_dir / "manifest.json").write_text(json.dumps(m, indent=2))
+    m = Manifest.from_json(json.loads((run_dir / "manifest.json").read_text()))
+    m.status, m.interrupted_unix, m.end_unix = RunStatus.INTERRUPTED, at_unix, at_unix + 0.5
+    m.records_written = m.locust_requests = len(rec)
+    (run_dir / "manifest.json").write_text(json.dumps(m.to_json(), indent=2))
     if (run_dir / "locust_stats.csv").is_file():
         (run_dir / "locust_stats.csv").unlink()
     return run_dir
@@ -354,7 +355,7 @@ def interrupt_run(run_dir: Path, at_unix: float) -> Path:
 
 def storm_records(*, endpoint: str = "A", t_from: float, t_to: float, every_s: float,
                   ok_from: float, ok_to: float, ok_every_s: float, stage: int = 0,
-                  users: int = 4, category: str = "connection_refused",
+                  users: int = 4, category: str = ErrorCategory.CONNECTION_REFUSED.value,
                   fail_e2e_s: float = 0.0005) -> list[dict[str, Any]]:
     """Steady records of one endpoint: successes every ok_every_s in [ok_from, ok_to) except
     during [t_from, t_to), where requests fail every every_s (clients retrying quickly)."""
