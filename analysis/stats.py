@@ -1,10 +1,10 @@
 """Statistics used by the report: percentiles, confidence intervals, tests. One place each.
 
-- Percentiles are linear-interpolation percentiles (numpy's default, Hyndman & Fan type 7):
-  p50 of [1, 2, 3, 4] is 2.5. (core.records.gap_summary uses nearest rank for the per-request
+- Percentiles are linear-interpolation percentiles (numpy's and pandas' default, Hyndman & Fan
+  type 7): p50 of [1, 2, 3, 4] is 2.5. (core.records.gap_summary uses nearest rank for the per-request
   ITL fields; those are computed by the load generator.)
 - Repetitions combine into mean, sample standard deviation (ddof=1) and a 95% Student-t
-  interval over the per-repetition values (n >= 2; one run has no interval).
+  interval over the per-repetition values (n >= 2; one run has no interval): t_half_width.
 - Per-run metrics (req/s, means, utilization) are compared with Welch's t-test over
   per-repetition values; the 95% CI of the change is Welch's interval of the difference of means
   divided by the baseline mean.
@@ -30,31 +30,15 @@ BOOTSTRAP_MAX_PER_RUN = 1000     # requests drawn per run per bootstrap iteratio
 BOOTSTRAP_POOL_PER_RUN = 50_000  # a run's requests kept to draw from (seeded subsample)
 
 
-def percentile(values: np.ndarray, q: float) -> float:
-    """Linear-interpolation percentile (q in 0..100) of the non-NaN values; NaN when none."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return math.nan
-    return float(np.percentile(v, q, method="linear"))
+def t_half_width(n, std):
+    """Half-width of the 95% Student-t interval of a mean: t(0.975, n-1) * std / sqrt(n).
 
-
-def t_interval(values) -> tuple[int, float, float, float, float]:
-    """(n, mean, std, ci_low, ci_high) over per-repetition values (NaNs dropped).
-
-    95% Student-t interval mean +- t(0.975, n-1) * std / sqrt(n); NaN bounds when n < 2.
+    Vectorised over arrays of n (counts) and std (sample standard deviations, ddof=1); NaN where
+    n < 2 (one run has no interval).
     """
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    n = int(v.size)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if n < 2:
-        return n, mean, math.nan, math.nan, math.nan
-    std = float(v.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + CI_LEVEL / 2, n - 1)) * std / math.sqrt(n)
-    return n, mean, std, mean - half, mean + half
+    n = np.asarray(n)
+    tcrit = np.where(n >= 2, sps.t.ppf(0.5 + CI_LEVEL / 2, np.maximum(n - 1, 1)), np.nan)
+    return tcrit * np.asarray(std, dtype=float) / np.sqrt(n)
 
 
 def seed_for(seed: int, *parts: object) -> int:

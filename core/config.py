@@ -103,7 +103,7 @@ class LoadSettings:
     # closed loop: after a failed request a user waits this long (doubling while failures go
     # on, up to failure_backoff_max_s, 50-100% of it at random); 0 turns the wait off
     failure_backoff_s: float = setting(0.5, at_least(0))
-    failure_backoff_max_s: float = setting(8.0, at_least(0))
+    failure_backoff_max_s: float = setting(2.0, at_least(0))
 
     @property
     def stage_duration_s(self) -> float:
@@ -389,6 +389,57 @@ def with_overrides(config: SuiteConfig, *, urls: dict[str, str] | None = None,
     load = _normalise(dataclasses.replace(config.load, **load_changes))
     validate_load(load)
     return dataclasses.replace(config, endpoints=tuple(endpoints), load=load)
+
+
+@dataclass(frozen=True)
+class LoadFlag:
+    """The command-line flag of one [load] setting."""
+
+    name: str        # the setting (LoadSettings field)
+    flag: str        # --ramp-s
+    dest: str        # load_ramp_s
+    kind: type       # the value's type; of each item for a list setting (numbers() rule)
+    is_list: bool    # given as comma-separated numbers
+    default: Any
+
+    def parse(self, value: Any) -> Any:
+        """The setting's value from the flag's (a list setting's text split and converted)."""
+        if not self.is_list or not isinstance(value, str):
+            return value
+        try:
+            return tuple(self.kind(x) for x in value.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(f"{self.flag}: expected numbers separated by commas, "
+                              f"got {value!r}") from None
+
+
+def load_flags(skip: tuple[str, ...] = ()) -> list[LoadFlag]:
+    """One flag per [load] setting, from LoadSettings' fields: the type from the default, a
+    list setting's item type from its ``numbers()`` rule."""
+    flags = []
+    for f in dataclasses.fields(LoadSettings):
+        if f.name in skip:
+            continue
+        is_list = isinstance(f.default, tuple)
+        kind = f.metadata["items"] if is_list else type(f.default)
+        flags.append(LoadFlag(f.name, f"--{f.name.replace('_', '-')}", f"load_{f.name}", kind,
+                              is_list, f.default))
+    return flags
+
+
+def add_load_flags(group: Any, skip: tuple[str, ...] = ()) -> None:
+    """Add the [load] flags to an argparse (or Locust's configargparse) group. An unset flag is
+    None: the file's value stands. Read them back with ``load_overrides``."""
+    for spec in load_flags(skip):
+        default = ",".join(map(str, spec.default)) if spec.is_list else spec.default
+        group.add_argument(spec.flag, dest=spec.dest, type=str if spec.is_list else spec.kind,
+                           default=None, help=f"[load] {spec.name} (file default: {default})")
+
+
+def load_overrides(options: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The [load] settings given on the command line ({name: value}; None when not given).
+    Raises ConfigError for a list flag that is not numbers."""
+    return {spec.name: spec.parse(getattr(options, spec.dest, None)) for spec in load_flags(skip)}
 
 
 def redact(text: str, keys: list[str] | tuple[str, ...]) -> str:

@@ -13,10 +13,8 @@ alike. Each (repetition, endpoint) is one headless Locust run with its own run d
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from core import rundir, secrets
-from core.config import (ConfigError, LoadSettings, SuiteConfig, known_secrets, load_config,
-                         refuse_secrets, with_overrides)
-from locustfiles.plan import build_plan, locate, total_duration_s
+from core.config import ConfigError, SuiteConfig, known_secrets
+from deploy.local.ports import local_origins
+from deploy.local.procs import pdeathsig_preexec
+from locustfiles.campaign_args import build_parser, check_arguments, resolve_config
+from locustfiles.plan import build_plan, locate, total_duration_s, user_class_name
 from locustfiles.prompts import ConfigPromptError, check_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,98 +59,6 @@ def catch_stop_signals() -> dict[int, Any]:
 def _announce_further_signals(signum: int, _frame: Any) -> None:
     print(f"  {signal.Signals(signum).name} again: still stopping; Locust gets up to "
           f"{STOP_GRACE_S:.0f}s to write the records it has", file=sys.stderr, flush=True)
-
-
-def _die_with_parent() -> None:
-    """In each Locust child: if the campaign itself is killed (SIGKILL), get SIGTERM, so no
-    orphan goes on loading the server; Locust finalizes its run directory on SIGTERM."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        label, sep, rest = value.partition("=")
-        if not sep or not label or not rest:
-            raise ConfigError(f"{flag} {value!r}: write LABEL=VALUE")
-        out[label] = rest
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="llm-loadtest",
-        description="Sweep every configured endpoint headless (repeated, alternating), "
-                    "then build the comparison report.")
-    p.add_argument("--endpoints-file", default=None,
-                   help="endpoints/load config (default: endpoints.toml)")
-    p.add_argument("--endpoint", action="append", default=[],
-                   help="run only this endpoint label (repeatable)")
-    p.add_argument("--url", action="append", default=[], metavar="LABEL=URL",
-                   help="override an endpoint's base_url")
-    p.add_argument("--model", action="append", default=[], metavar="LABEL=NAME",
-                   help="override an endpoint's model")
-    p.add_argument("--a-url", help="override the FIRST endpoint's base_url")
-    p.add_argument("--b-url", help="override the SECOND endpoint's base_url")
-    p.add_argument("--a-model", help="override the FIRST endpoint's model")
-    p.add_argument("--b-model", help="override the SECOND endpoint's model")
-    p.add_argument("--label", default="compare", help="name of the results folder")
-    p.add_argument("--results-dir", default="results", help="where results folders go")
-    p.add_argument("--workers", type=int, default=0,
-                   help="Locust worker processes per run (0: one local process)")
-    p.add_argument("--stop-timeout", type=float, default=30.0,
-                   help="seconds in-flight streams get to finish when a run ends")
-    p.add_argument("--no-preflight", action="store_true", help="skip the endpoint checks")
-    p.add_argument("--no-report", action="store_true", help="do not build the report")
-    p.add_argument("--report-args", default="", help="extra arguments for python -m analysis")
-    p.add_argument("--note", action="append", default=[], metavar="TEXT",
-                   help="a note printed first in the report (repeatable)")
-    load = p.add_argument_group("load settings (override [load] in the endpoints file)")
-    for f in dataclasses.fields(LoadSettings):
-        flag = f"--{f.name.replace('_', '-')}"
-        default = f.default
-        if isinstance(default, tuple):
-            kind = str
-        else:
-            kind = type(default)
-        load.add_argument(flag, dest=f"load_{f.name}", type=kind, default=None,
-                          help=f"(file default: {default})")
-    return p
-
-
-def resolve_config(args: argparse.Namespace) -> SuiteConfig:
-    config = load_config(args.endpoints_file)
-    urls = _pairs(args.url, "--url")
-    models = _pairs(args.model, "--model")
-    for index, (url, model) in enumerate(((args.a_url, args.a_model), (args.b_url, args.b_model))):
-        if (url or model) and index >= len(config.endpoints):
-            raise ConfigError(f"the config has {len(config.endpoints)} endpoint(s); there is no "
-                              f"{'AB'[index]} (endpoint #{index + 1}) to override")
-        if url:
-            urls[config.endpoints[index].label] = url
-        if model:
-            models[config.endpoints[index].label] = model
-    load: dict[str, Any] = {}
-    for f in dataclasses.fields(LoadSettings):
-        value = getattr(args, f"load_{f.name}")
-        if value is None:
-            continue
-        if isinstance(f.default, tuple):
-            kind = int if f.name == "stages" else float
-            try:
-                value = tuple(kind(x) for x in value.split(",") if x.strip())
-            except ValueError:
-                raise ConfigError(f"--{f.name}: expected numbers separated by commas, "
-                                  f"got {value!r}") from None
-        load[f.name] = value
-    config = with_overrides(config, urls=urls, models=models, **load)
-    if args.endpoint:
-        keep = [config.endpoint(label) for label in args.endpoint]
-        config = dataclasses.replace(config, endpoints=tuple(keep))
-    return config
 
 
 def _free_port() -> int:
@@ -212,7 +120,7 @@ def run_one(commands: list[list[str]], run_dir: Path, config: SuiteConfig, title
         for cmd in commands[1:] + commands[:1]:
             procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                           start_new_session=True, cwd=ROOT,
-                                          preexec_fn=_die_with_parent))
+                                          preexec_fn=pdeathsig_preexec()))
         main = procs[-1]
         while main.poll() is None:
             time.sleep(0.5)
@@ -263,19 +171,6 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
-
-
-def check_arguments(args: argparse.Namespace) -> None:
-    """The campaign's own flags (the config's settings are checked by core.config)."""
-    if args.stop_timeout < 0:
-        raise ConfigError(f"--stop-timeout {args.stop_timeout:g}: give seconds >= 0")
-    if args.workers < 0:
-        raise ConfigError(f"--workers {args.workers}: give 0 (one local process) or more")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", args.label):
-        raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '-' or '.' "
-                          "(it names the results folder)")
-    refuse_secrets({"note": args.note, "report_args": args.report_args, "label": args.label},
-                   "command line")
 
 
 def exit_code_for(signum: int) -> int:
@@ -333,8 +228,7 @@ def preflight(args: argparse.Namespace, config: SuiteConfig) -> SuiteConfig | No
     except PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if "connection refused" in str(exc) and any(
-                ep.base_url.startswith(("http://127.0.0.1:8101", "http://127.0.0.1:8102"))
-                for ep in config.endpoints):
+                ep.base_url.startswith(local_origins()) for ep in config.endpoints):
             print("hint: these are the embedded default's local vLLM servers: start them with "
                   "`make servers` in another terminal, or run `make demo`", file=sys.stderr)
         return None
@@ -357,7 +251,6 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
     config_path = campaign_dir / "endpoints.json"
     rundir.write_json_atomic(config_path, config.to_file_dict())
 
-    prefix = "OpenLoop" if load.mode == "open" else "Chat"
     order = [(rep, ep) for rep in range(1, load.repetitions + 1) for ep in config.endpoints]
     planned = total_duration_s(build_plan(load))
     per_run = planned + args.stop_timeout + 30
@@ -370,7 +263,7 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
     failed = 0
     stopped_by: Interrupted | None = None
     for number, (rep, ep) in enumerate(order, 1):
-        class_name = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', ep.label)}"
+        class_name = user_class_name(load.mode, ep.label)
         run_dir = runs_dir / f"r{rep:02d}-{ep.label}"
         title = f"run {number}/{len(order)} [{ep.label} rep {rep}]"
         print(f"{title}: starting -> {run_dir}", flush=True)
@@ -460,7 +353,7 @@ def build_report(campaign_dir: Path, extra: str = "", notes: list[str] | None = 
     for note in notes or []:
         cmd += ["--note", note]
     print("report: building", flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=pdeathsig_preexec())
     try:
         return proc.wait()
     except BaseException:

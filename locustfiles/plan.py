@@ -10,6 +10,7 @@ Each stage runs four phases back to back:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from core.config import LoadSettings
@@ -66,3 +67,10 @@ def locate(plan: list[Stage], elapsed_s: float) -> tuple[Stage, str] | None:
 
 def total_duration_s(plan: list[Stage]) -> float:
     return plan[-1].end_s if plan else 0.0
+
+
+def user_class_name(mode: str, label: str) -> str:
+    """The Locust user class that loads endpoint ``label`` in this mode: ``Chat_<label>``
+    (closed loop) or ``OpenLoop_<label>`` (open loop), the label made an identifier."""
+    prefix = "OpenLoop" if mode == "open" else "Chat"
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', label)}"

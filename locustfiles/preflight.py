@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Endpoint, redact
-from locustfiles.clients import chat_body, sdk_body_start, sdk_error_text
+from locustfiles.clients import chat_body
+from locustfiles.openaiclient import sdk_body_start, sdk_error_text
 from locustfiles.prompts import WORDS_PER_TOKEN, synthetic_prompt
-from locustfiles.stream import is_event_stream, not_event_stream
+from locustfiles.stream import is_event_stream, not_event_stream, reasoning_of
 
 
 class PreflightError(RuntimeError):
@@ -100,8 +101,7 @@ def _stream(client: Any, ep: Endpoint, text: str, max_tokens: int) -> dict[str, 
     for chunk in stream:
         if chunk.choices:
             delta = chunk.choices[0].delta
-            reasoning = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content",
-                                                                      None)
+            reasoning = reasoning_of(delta)
             if delta.content or reasoning:
                 seen["chunks"] += 1
             if reasoning:

@@ -29,9 +29,10 @@ from gevent.event import AsyncResult
 from gevent.hub import Waiter, get_hub
 
 from core.records import ErrorCategory
+from locustfiles import compat
 from locustfiles.kernelstamps import ANCILLARY_SPACE, arrival_time
 from locustfiles.sse import SSEDecoder
-from locustfiles.stream import StreamFailure, StreamRecorder
+from locustfiles.stream import REASONING_FIELDS, StreamFailure, StreamRecorder
 
 READ_BLOCK = 65536
 DEADLINE_CHECK_S = 0.1
@@ -42,7 +43,7 @@ YIELD_S = 0.0001
 
 
 MSG_PEEK = getattr(socket, "MSG_PEEK", 2)
-_TOKEN = re.compile(rb'"(?:content|reasoning|reasoning_content)":"[^"]')
+_TOKEN = re.compile(rb'"(?:content|%s)":"[^"]' % "|".join(REASONING_FIELDS).encode())
 _ANSWER = re.compile(rb'"content":"[^"]')
 
 
@@ -80,13 +81,15 @@ AVAILABLE = _EPOLL is not None
 class Stream:
     """The body of one streamed response, read by the reactor."""
 
-    __slots__ = ("response", "raw", "fd", "recorder", "decoder", "read_timeout_s", "last_read",
+    __slots__ = ("response", "body", "raw", "fd", "recorder", "decoder", "read_timeout_s", "last_read",
                  "headers_arrived", "last_arrival", "done", "result", "behind")
 
     def __init__(self, response: Any, recorder: StreamRecorder, read_timeout_s: float,
                  headers_arrived: float | None = None):
         self.response = response
-        self.raw = response._sock._sock  # the plain non-blocking socket under gevent's wrapper
+        self.body = compat.response_body_buffer(response)  # parsed body bytes not yet taken
+        # the plain non-blocking socket under gevent's wrapper
+        self.raw = compat.raw_socket(compat.response_socket(response))
         self.fd = self.raw.fileno()
         self.recorder = recorder
         self.decoder = SSEDecoder()
@@ -157,7 +160,7 @@ class Stream:
         return milestone_end(queued, answer_only) or READ_BLOCK
 
     def _parse(self, now: float) -> bool:
-        body = self.response._body_buffer
+        body = self.body
         if body:
             data = bytes(body)
             del body[:]

@@ -18,6 +18,11 @@ from core.records import NAN, ErrorCategory, RequestRecord, gap_summary
 MAX_MESSAGE_CHARS = 500
 EXCERPT_CHARS = 200
 EVENT_STREAM = "text/event-stream"
+NOT_SSE_BODY = 512   # body bytes kept to describe an HTTP 200 that is not an event stream
+# Where a chat delta carries reasoning text: vLLM's reasoning parsers ("reasoning"), and the
+# older name other servers still send ("reasoning_content")
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+_REASONING, _REASONING_OLD = REASONING_FIELDS
 
 _MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.S | re.I)
 _SPACE = re.compile(r"\s+")
@@ -60,6 +65,26 @@ def body_excerpt(body: bytes | bytearray | str | None, limit: int = EXCERPT_CHAR
     if len(text) > limit:
         text = text[:max(0, limit - 3)].rstrip() + "..."
     return text or "(empty body)"
+
+
+def reasoning_of(delta: Any) -> Any:
+    """The reasoning text of a chat delta (a decoded event's dict, or an SDK object); None or
+    empty when it has none."""
+    if type(delta) is dict:
+        return delta.get(_REASONING) or delta.get(_REASONING_OLD)
+    return getattr(delta, _REASONING, None) or getattr(delta, _REASONING_OLD, None)
+
+
+def error_text(body: bytes | str | None) -> str:
+    """The message of an error body: an OpenAI-style JSON error's message, else a short excerpt
+    of the text (an HTML error page loses its tags)."""
+    if body is None or body == b"" or body == "":
+        return "(empty body)"
+    try:
+        return error_message(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return body_excerpt(body, 300)
+
 
 
 def is_event_stream(content_type: str | list[str] | None) -> bool:
@@ -140,7 +165,7 @@ class StreamRecorder:
         if choices:
             delta = choices[0].get("delta") or {}
             content = delta.get("content")
-            reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+            reasoning = reasoning_of(delta)
             if content or reasoning:
                 last = self.last
                 if last is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import sys
 import time
 from typing import Any
@@ -21,12 +20,13 @@ from gevent.event import Event
 from gevent.pool import Pool
 from locust import User, events, task
 from locust.exception import StopUser
-from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
-from core.config import ConfigError, load_config
+from core.config import CONFIG_ENV_VAR, ConfigError, load_config
 from core.records import ErrorCategory, RequestRecord
-from locustfiles import runtime
+from locustfiles import compat, runtime
 from locustfiles.clients import ChatClient, chat_body, make_client
+from locustfiles.context import RunContext, run_context
+from locustfiles.plan import user_class_name
 from locustfiles.prompts import (ConfigPromptError, file_prompts, load_prompts_file,
                                  prompt_words_for, synthetic_prompts)
 
@@ -39,7 +39,7 @@ class RequestFailed(Exception):
 
 def report(environment: Any, record: RequestRecord) -> None:
     """Send the record home and fire the Locust events for it."""
-    runtime.context().add(record)
+    run_context(environment).sender.add(record)
     failure = None
     if not record.ok:
         status = f" (HTTP {record.http_status})" if record.error_category.startswith("http_") else ""
@@ -65,8 +65,13 @@ class StreamingUser(User):
     endpoint_label = ""
     _instances = 0
 
+    @property
+    def ctx(self) -> RunContext:
+        """The run's context (on the Locust environment)."""
+        return run_context(self.environment)
+
     def on_start(self) -> None:
-        ctx = runtime.context()
+        ctx = self.ctx
         self.endpoint = ctx.config.endpoint(self.endpoint_label)
         self.client_kind = ctx.load.client
         type(self)._instances += 1
@@ -103,8 +108,8 @@ class StreamingUser(User):
         next task boundary instead. A user inside its task is woken from any wait (the start
         spread, a back-off, the next open-loop arrival), so the stop never waits on a timer.
         """
-        if not force and self._state == LOCUST_STATE_WAITING:
-            self._state = LOCUST_STATE_STOPPING
+        if not force and compat.user_is_waiting(self):
+            compat.mark_user_stopping(self)
             return False
         stopped = super().stop(force)
         wake = getattr(self, "_wake", None)
@@ -121,9 +126,8 @@ class StreamingUser(User):
 
     def send(self, messages: list[dict[str, Any]], due_unix: float) -> RequestRecord:
         """Stream one request that was due at ``due_unix``; records how late it left."""
-        ctx = runtime.context()
         client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
-        record = ctx.new_record(self.endpoint.label, self.endpoint.model, client.name)
+        record = self.ctx.sender.new_record(self.endpoint.label, self.endpoint.model, client.name)
         record.requested_tokens = self.max_tokens()
         record.scheduled_unix = due_unix
         try:
@@ -151,7 +155,7 @@ class ChatUser(StreamingUser):
             # Locust starts floor(spawn rate) users at once every second; without a spread
             # their requests would leave together, and with fixed output lengths they would
             # stay in step for the rest of the stage (bursts no real traffic has).
-            spread = runtime.context().load.start_spread_s
+            spread = self.ctx.load.start_spread_s
             if spread > 0 and self._wake.wait(self.rng.uniform(0.0, spread)):
                 return  # stopping
             due = time.time()
@@ -172,7 +176,7 @@ class ChatUser(StreamingUser):
         if record.ok or record.error_category == ErrorCategory.INTERRUPTED:
             self._failures_in_a_row = 0
             return 0.0
-        load = runtime.context().load
+        load = self.ctx.load
         self._failures_in_a_row += 1
         if load.failure_backoff_s <= 0:
             return 0.0
@@ -199,13 +203,15 @@ class OpenLoopUser(StreamingUser):
 
     @task
     def generate(self) -> None:
-        ctx = runtime.context()
+        ctx = self.ctx
+        sender = ctx.sender
         self._pool = pool = Pool(ctx.load.max_in_flight)
         wake = self._wake
         next_at = time.time()
-        while self._state != LOCUST_STATE_STOPPING:
-            rate = ctx.tags.rate_per_user
-            if rate <= 0 or ctx.tags.users == 0:
+        while not compat.user_is_stopping(self):
+            tags = sender.tags
+            rate = tags.rate_per_user
+            if rate <= 0 or tags.users == 0:
                 wake.wait(0.05)
                 next_at = time.time()
                 continue
@@ -238,17 +244,17 @@ def _peek_option(name: str) -> str | None:
 
 
 def _make_user_classes() -> dict[str, type]:
-    path = _peek_option("--endpoints-file") or os.environ.get("LOCUST_ENDPOINTS_FILE")
+    path = _peek_option("--endpoints-file") or os.environ.get(CONFIG_ENV_VAR)
     try:
         config = load_config(path)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(2) from None
     mode = _peek_option("--mode") or config.load.mode
-    base, prefix = (OpenLoopUser, "OpenLoop") if mode == "open" else (ChatUser, "Chat")
+    base = OpenLoopUser if mode == "open" else ChatUser
     classes = {}
     for ep in config.endpoints:
-        name = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', ep.label)}"
+        name = user_class_name(mode, ep.label)
         classes[name] = type(name, (base,), {
             "endpoint_label": ep.label, "abstract": False, "_instances": 0,
             "__doc__": f"Streams chat completions to endpoint {ep.label!r} ({ep.model})."})

@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from deploy.local.ports import base_url
+
 DEFAULT_TARGETS = {
-    "qwen3": ("http://127.0.0.1:8101/v1", "tiny-qwen3", {"chat_template_kwargs": {"enable_thinking": True}}),
-    "qwen2": ("http://127.0.0.1:8102/v1", "tiny-qwen2", {}),
+    "qwen3": (base_url("qwen3"), "tiny-qwen3", {"chat_template_kwargs": {"enable_thinking": True}}),
+    "qwen2": (base_url("qwen2"), "tiny-qwen2", {}),
 }
 
 

@@ -10,7 +10,7 @@
             print(s.label, s.base_url, s.metrics_url, s.exporter_url, s.pid)
 
 Runs with the suite's python (stdlib + psutil). vLLM itself runs from its own venv (.venv-vllm, made
-by setup_vllm.sh); the models are built by build_tiny_models.py. See the README, "The embedded default".
+by setup_vllm.sh); the models are built by build_tiny_models.py. See docs/local-vllm.md.
 
 | label | model      | vLLM (OpenAI API)        | vLLM /metrics                 | exporter                      |
 | qwen3 | tiny-qwen3 | http://127.0.0.1:8101/v1 | http://127.0.0.1:8101/metrics | http://127.0.0.1:9411/metrics |
@@ -22,20 +22,15 @@ any descendant that left them, on success, on failure, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -45,9 +40,11 @@ try:
 except ImportError:  # pragma: no cover - psutil is a suite dependency; degrade, do not die
     psutil = None  # type: ignore[assignment]
 
+from deploy.local.ports import EXPORTER_PORTS, HOST, VLLM_PORTS
+from deploy.local.procs import descendants, http_get, port_owner, spawn, terminate_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -72,8 +69,9 @@ class ServerSpec:
 
 
 SPECS: dict[str, ServerSpec] = {
-    "qwen3": ServerSpec("qwen3", "tiny-qwen3", 8101, 9411, reasoning_parser="qwen3"),
-    "qwen2": ServerSpec("qwen2", "tiny-qwen2", 8102, 9412),
+    "qwen3": ServerSpec("qwen3", "tiny-qwen3", VLLM_PORTS["qwen3"], EXPORTER_PORTS["qwen3"],
+                        reasoning_parser="qwen3"),
+    "qwen2": ServerSpec("qwen2", "tiny-qwen2", VLLM_PORTS["qwen2"], EXPORTER_PORTS["qwen2"]),
 }
 
 
@@ -85,126 +83,13 @@ def _say(msg: str) -> None:
     print(f"[local-servers] {msg}", file=sys.stderr, flush=True)
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"(cannot read {path}: {exc})"
     return "\n".join("    " + line for line in text[-lines:]) or "    (empty)"
 
-
-# ----------------------------------------------------------------------------------------------
-# Ports
-# ----------------------------------------------------------------------------------------------
-
-def port_owner(port: int, host: str = HOST) -> str | None:
-    """If something listens on host:port, a description of it ('pid 123 (python -m vllm...)')."""
-    in_use = False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
-        try:
-            s.bind((host, port))
-        except OSError:
-            in_use = True
-    if not in_use:
-        return None
-    if psutil is not None:
-        try:
-            for conn in psutil.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                    if conn.pid is None:
-                        return "a process this user cannot see"
-                    try:
-                        p = psutil.Process(conn.pid)
-                        cmd = " ".join(p.cmdline())[:160] or p.name()
-                    except psutil.Error:
-                        cmd = "?"
-                    return f"pid {conn.pid} ({cmd})"
-        except (psutil.Error, OSError):
-            pass
-    return "an unknown process"
-
-
-# ----------------------------------------------------------------------------------------------
-# Processes
-# ----------------------------------------------------------------------------------------------
-
-def _pdeathsig_preexec():
-    """preexec_fn: on Linux, ask the kernel to SIGTERM the child if the launcher dies (even by
-    SIGKILL), so a crashed launcher leaves no server behind."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-    return preexec
-
-
-def _spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} started by deploy/local/servers.py\n")
-        log.write("# " + " ".join(cmd) + "\n")
-        log.flush()
-        return subprocess.Popen(
-            list(cmd), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,  # own session => own process group
-            preexec_fn=_pdeathsig_preexec(),
-        )
-
-
-def _descendants(pid: int) -> list:
-    if psutil is None:
-        return []
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _terminate_tree(proc: subprocess.Popen | None, known: Sequence = (), grace_s: float = 10.0) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL the group and every descendant seen."""
-    if proc is None:
-        return
-    tree = list(known) + _descendants(proc.pid)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever is left (the group, descendants that re-grouped themselves) gets SIGKILL.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if psutil is not None:
-        alive = []
-        for p in tree:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    p.kill()
-                    alive.append(p)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def _http_get(url: str, timeout_s: float = 2.0) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, b""
-    except (OSError, ValueError):
-        return None, b""
 
 
 def _cpu_threads(n_servers: int) -> int:
@@ -261,7 +146,7 @@ class LocalServer:
         for proc in (self.proc, self.exporter_proc):
             if proc is not None and proc.poll() is None:
                 out.append(proc.pid)
-                out.extend(p.pid for p in _descendants(proc.pid))
+                out.extend(p.pid for p in descendants(proc.pid))
         return out
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -286,7 +171,7 @@ class LocalServer:
         rss = pss = 0.0
         if psutil is None or not self.alive():
             return {}
-        for p in [psutil.Process(self.proc.pid), *_descendants(self.proc.pid)]:
+        for p in [psutil.Process(self.proc.pid), *descendants(self.proc.pid)]:
             with contextlib.suppress(psutil.Error):
                 try:
                     info = p.memory_full_info()
@@ -347,7 +232,7 @@ class LocalServer:
             raise LocalServerError(
                 f"{self.label}: {self.vllm_python} not found: run bash deploy/local/setup_vllm.sh")
         self.started_at = time.monotonic()
-        self.proc = _spawn(self.vllm_command(), self.log_path, self.vllm_env())
+        self.proc = spawn(self.vllm_command(), self.log_path, self.vllm_env())
 
     def start_exporter(self) -> str | None:
         """Start the exporter beside the server; returns a warning instead of raising."""
@@ -358,7 +243,7 @@ class LocalServer:
             return f"{self.label}: exporter port {self.spec.exporter_port} is already in use by {owner}"
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.exporter_proc = _spawn(self.exporter_command(), self.exporter_log_path, env)
+        self.exporter_proc = spawn(self.exporter_command(), self.exporter_log_path, env)
         return None
 
     def check_exporter(self, timeout_s: float = 15.0) -> str | None:
@@ -369,8 +254,8 @@ class LocalServer:
             rc = self.exporter_proc.poll()
             if rc is not None:
                 return (f"{self.label}: exporter exited with code {rc}; last lines of "
-                        f"{self.exporter_log_path}:\n{_tail(self.exporter_log_path, 15)}")
-            status, _ = _http_get(self.exporter_url, timeout_s=2.0)
+                        f"{self.exporter_log_path}:\n{log_tail(self.exporter_log_path, 15)}")
+            status, _ = http_get(self.exporter_url, timeout_s=2.0)
             if status == 200:
                 self.exporter_ok = True
                 return None
@@ -385,8 +270,8 @@ class LocalServer:
         if rc is not None:
             raise LocalServerError(
                 f"{self.label}: vLLM server crashed during start-up (exit code {rc}); "
-                f"last {TAIL_LINES} lines of {self.log_path}:\n{_tail(self.log_path)}")
-        status, body = _http_get(f"{self.base_url}/models", timeout_s=2.0)
+                f"last {TAIL_LINES} lines of {self.log_path}:\n{log_tail(self.log_path)}")
+        status, body = http_get(f"{self.base_url}/models", timeout_s=2.0)
         if status == 200 and self.model.encode() in body:
             self.ready = True
             self.ready_after_s = time.monotonic() - (self.started_at or time.monotonic())
@@ -396,12 +281,12 @@ class LocalServer:
     def _remember_tree(self) -> None:
         if self.proc is not None:
             seen = {p.pid for p in self._known_tree}
-            self._known_tree += [p for p in _descendants(self.proc.pid) if p.pid not in seen]
+            self._known_tree += [p for p in descendants(self.proc.pid) if p.pid not in seen]
 
     def stop(self) -> None:
         self._remember_tree()
-        _terminate_tree(self.exporter_proc, grace_s=5.0)
-        _terminate_tree(self.proc, known=self._known_tree, grace_s=15.0)
+        terminate_tree(self.exporter_proc, grace_s=5.0)
+        terminate_tree(self.proc, known=self._known_tree, grace_s=15.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,7 +319,7 @@ def _run_step(what: str, cmd: Sequence[str], log_path: Path, timeout_s: float) -
             raise
     if rc != 0:
         raise LocalServerError(
-            f"{what} failed (exit code {rc}); last {TAIL_LINES} lines of {log_path}:\n{_tail(log_path)}")
+            f"{what} failed (exit code {rc}); last {TAIL_LINES} lines of {log_path}:\n{log_tail(log_path)}")
 
 
 def setup(*, build_timeout_s: float = 900.0) -> None:
@@ -451,7 +336,7 @@ def setup(*, build_timeout_s: float = 900.0) -> None:
 # The context manager
 # ----------------------------------------------------------------------------------------------
 
-def _select(only: str | Sequence[str] | None) -> list[ServerSpec]:
+def select_specs(only: str | Sequence[str] | None) -> list[ServerSpec]:
     if only is None:
         return list(SPECS.values())
     names = [only] if isinstance(only, str) else list(only)
@@ -512,7 +397,7 @@ def local_servers(only: str | Sequence[str] | None = None, timeout_s: float = 18
     not ready within timeout_s. Exporter problems are warnings unless require_exporter.
     """
     say = _say if verbose else (lambda msg: None)
-    specs = _select(only)
+    specs = select_specs(only)
     servers: list[LocalServer] = []
     with _sigterm_as_exit():
         try:
@@ -554,7 +439,7 @@ def local_servers(only: str | Sequence[str] | None = None, timeout_s: float = 18
                     raise LocalServerError(
                         f"{s.label}: vLLM not ready after {timeout_s:.0f} s (GET {s.base_url}/models "
                         f"did not answer 200; process alive: {s.alive()}); last {TAIL_LINES} lines "
-                        f"of {s.log_path}:\n{_tail(s.log_path)}")
+                        f"of {s.log_path}:\n{log_tail(s.log_path)}")
                 time.sleep(0.5)
             for s in servers:
                 warning = s.check_exporter()
@@ -574,149 +459,9 @@ def local_servers(only: str | Sequence[str] | None = None, timeout_s: float = 18
                 say("stopped" + (f" (still alive: {left})" if left else ""))
 
 
-# ----------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------
-
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def _check_one(spec: ServerSpec) -> tuple[bool, list[str]]:
-    base = f"http://{HOST}:{spec.port}"
-    lines = []
-    status, body = _http_get(f"{base}/v1/models")
-    owner = port_owner(spec.port)
-    ok = status == 200 and spec.model.encode() in body
-    lines.append(f"{spec.label}: vLLM {base}/v1 "
-                 + ("UP, serves " + spec.model if ok else
-                    f"DOWN (GET /v1/models -> {status})" if status else "DOWN (no answer)")
-                 + (f" [{owner}]" if owner else ""))
-    if ok:
-        _, metrics = _http_get(f"{base}/metrics")
-        text = metrics.decode(errors="replace")
-        names = {ln.split("{")[0].split(" ")[0] for ln in text.splitlines()
-                 if ln.startswith("vllm:")}
-        wanted = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"]
-        values = []
-        for w in wanted:
-            for ln in text.splitlines():
-                if ln.startswith(w + "{") or ln.startswith(w + " "):
-                    values.append(f"{w.split(':')[1]}={ln.rsplit(' ', 1)[-1]}")
-                    break
-        lines.append(f"  /metrics: {len(names)} vllm:* series; " + ", ".join(values))
-        if psutil is not None and owner and owner.startswith("pid "):
-            pid = int(owner.split()[1])
-            with contextlib.suppress(psutil.Error):
-                procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in procs)
-                lines.append(f"  processes: {len(procs)} ({', '.join(str(p.pid) for p in procs)}), "
-                             f"RSS {_fmt_bytes(rss)}")
-    ex_status, _ = _http_get(f"http://{HOST}:{spec.exporter_port}/metrics")
-    lines.append(f"  exporter http://{HOST}:{spec.exporter_port}/metrics: "
-                 + ("UP" if ex_status == 200 else f"DOWN ({ex_status or 'no answer'})"))
-    return ok, lines
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    specs = _select(args.only)
-    deadline = time.monotonic() + (args.wait or 0)
-    while True:
-        results = [_check_one(s) for s in specs]
-        if all(ok for ok, _ in results) or time.monotonic() >= deadline:
-            break
-        time.sleep(1.0)
-    for _, lines in results:
-        print("\n".join(lines))
-    return 0 if all(ok for ok, _ in results) else 1
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    def on_sigterm(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # A shell starts background jobs with SIGINT ignored; `up` wants Ctrl-C / kill -INT to work.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with local_servers(args.only, timeout_s=args.wait_timeout, run_setup=not args.no_setup,
-                           require_exporter=args.require_exporter) as servers:
-            print("READY", flush=True)
-            for s in servers:
-                mem = s.memory()
-                print(f"  {s.label}: {s.base_url} (model {s.model}, pid {s.pid}, ready in "
-                      f"{s.ready_after_s:.1f} s, RSS {_fmt_bytes(mem.get('rss_bytes', 0))}, "
-                      f"PSS {_fmt_bytes(mem.get('pss_bytes', 0))})\n"
-                      f"      metrics {s.metrics_url}\n"
-                      f"      exporter {s.exporter_url} ({'up' if s.exporter_ok else 'NOT running'})\n"
-                      f"      log {s.log_path}", flush=True)
-            print("Ctrl-C (or python -m deploy.local.servers stop) stops them.", flush=True)
-            while True:
-                for s in servers:
-                    if not s.alive():
-                        _say(f"{s.label}: vLLM server exited unexpectedly (exit code "
-                             f"{s.proc.returncode}); last {TAIL_LINES} lines of {s.log_path}:\n"
-                             f"{_tail(s.log_path)}")
-                        return 1
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        return 0
-    except LocalServerError as exc:
-        _say(f"FAILED: {exc}")
-        return 1
-
-
-def cmd_stop(args: argparse.Namespace) -> int:  # noqa: ARG001
-    """Stop a launcher started with `up` elsewhere (via its state file)."""
-    try:
-        state = json.loads(STATE_FILE.read_text())
-    except (OSError, ValueError):
-        print(f"no running launcher recorded in {STATE_FILE}")
-        return 0
-    pid = state.get("launcher_pid")
-    if psutil is None or not psutil.pid_exists(pid):
-        print(f"launcher pid {pid} is gone")
-        with contextlib.suppress(OSError):
-            STATE_FILE.unlink()
-        return 0
-    proc = psutil.Process(pid)
-    if "deploy.local.servers" not in " ".join(proc.cmdline()):
-        print(f"the servers belong to pid {pid} ({' '.join(proc.cmdline())[:100]}), which is not "
-              "`python -m deploy.local.servers up`; not touching it")
-        return 1
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except psutil.TimeoutExpired:
-        print(f"launcher pid {pid} did not stop within 60 s")
-        return 1
-    print(f"stopped launcher pid {pid}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deploy.local.servers",
-                                 description="tiny random models on real vLLM (CPU), with exporters")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start the servers and stay in the foreground until Ctrl-C")
-    up.add_argument("--only", choices=sorted(SPECS), help="start one server only")
-    up.add_argument("--wait-timeout", type=float, default=180.0, metavar="S",
-                    help="seconds to wait for readiness (default 180)")
-    up.add_argument("--no-setup", action="store_true",
-                    help="skip setup_vllm.sh and build_tiny_models.py")
-    up.add_argument("--require-exporter", action="store_true",
-                    help="fail (instead of warning) when an exporter cannot start")
-    up.set_defaults(func=cmd_up)
-    chk = sub.add_parser("check", help="print the status of the servers and exporters")
-    chk.add_argument("--only", choices=sorted(SPECS))
-    chk.add_argument("--wait", type=float, default=0, metavar="S",
-                     help="wait up to S seconds for all to be up")
-    chk.set_defaults(func=cmd_check)
-    stop = sub.add_parser("stop", help="stop a launcher started with `up` in another shell")
-    stop.set_defaults(func=cmd_stop)
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 if __name__ == "__main__":
+    from deploy.local.cli import main
+
     sys.exit(main())

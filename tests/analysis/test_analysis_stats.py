@@ -1,4 +1,4 @@
-"""Statistics helpers: percentiles, t-intervals, comparisons and their words."""
+"""Statistics helpers: t-intervals, comparisons and their words."""
 
 from __future__ import annotations
 
@@ -7,24 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from analysis.stats import (percentile, request_compare, seed_for, t_interval, verdict_words,
+from analysis.stats import (request_compare, seed_for, t_half_width, verdict_words,
                             welch_compare)
 
 
-def test_percentile_is_linear_interpolation():
-    assert percentile(np.array([1.0, 2.0, 3.0, 4.0]), 50) == 2.5
-    assert percentile(np.array([1.0, 2.0, 3.0, 4.0]), 90) == pytest.approx(3.7)
-    assert percentile(np.array([4.0, np.nan, 1.0]), 50) == 2.5
-    assert math.isnan(percentile(np.array([np.nan]), 50))
-
-
-def test_t_interval_matches_textbook():
-    n, mean, std, lo, hi = t_interval([1.0, 2.0, 3.0])
-    assert (n, mean, std) == (3, 2.0, 1.0)
-    half = 4.302652729911275 / math.sqrt(3)   # t(0.975, 2)
-    assert lo == pytest.approx(2.0 - half) and hi == pytest.approx(2.0 + half)
-    n, mean, std, lo, hi = t_interval([5.0])
-    assert n == 1 and mean == 5.0 and math.isnan(lo) and math.isnan(std)
+def test_t_half_width_matches_textbook():
+    half = t_half_width(np.array([3, 1]), np.array([1.0, np.nan]))
+    assert half[0] == pytest.approx(4.302652729911275 / math.sqrt(3))   # t(0.975, 2)
+    assert math.isnan(half[1])                                          # one run: no interval
 
 
 def test_welch_compare():

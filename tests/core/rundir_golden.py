@@ -75,7 +75,7 @@ from types import SimpleNamespace
 
 from core.config import load_config
 from core.records import RECORD_FIELDS, RequestRecord
-from locustfiles import runtime
+from locustfiles.writer import RunWriter, build_manifest
 from locustfiles.plan import build_plan
 
 out = Path({str(out)!r})
@@ -125,7 +125,7 @@ rows = [
 
 # An interrupted run: two batches from one process, a whole stage and a partial one.
 run_dir = out / "interrupted"
-writer = runtime.RunWriter(run_dir, runtime._manifest(ctx, env, run_dir))
+writer = RunWriter(run_dir, build_manifest(ctx, env, run_dir))
 (out / "interrupted.running-manifest.json").write_text((run_dir / "manifest.json").read_text())
 writer.on_batch({{"worker": "host-1:4242", "rows": rows[:2],
                  "cpu": {{"max_cpu_percent": 41.5, "seconds_above_90": 0.0}},
@@ -141,7 +141,7 @@ writer.finalize("interrupted", 5, interrupted_unix=T0 + 5.25)
 
 # A run that recorded nothing: failed, with a credential in its reason (scrubbed).
 run_dir = out / "failed"
-writer = runtime.RunWriter(run_dir, runtime._manifest(ctx, env, run_dir))
+writer = RunWriter(run_dir, build_manifest(ctx, env, run_dir))
 writer.on_batch({{"worker": "host-1:4243", "rows": [], "cpu": {{"max_cpu_percent": 1.0,
                  "seconds_above_90": 0.0, "cpu_seconds": 0.5}}, "loop_lag": {{}}, "final": True}})
 writer.finalize("failed", 0, failure_reason="no request was recorded (Authorization: Bearer "

@@ -182,7 +182,7 @@ def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch,
     import gevent
     from gevent.monkey import get_original
 
-    from locustfiles import clients, kernelstamps
+    from locustfiles import kernelstamps, pool
 
     if not kernelstamps.AVAILABLE:
         pytest.skip("no kernel receive timestamps on this platform")
@@ -195,13 +195,13 @@ def test_times_are_arrival_times_even_when_the_reader_is_late(stub, monkeypatch,
         body = chat_body(ep, [{"role": "user", "content": "hello"}])
         assert client.stream_chat(body, RequestRecord()).ok  # connected: the next send is instant
         if read_by == "header read":
-            send = clients.StampedSocket.sendall
+            send = pool.StampedSocket.sendall
 
             def send_then_block(self, data, *args):
                 send(self, data, *args)
                 blocking_sleep(0.130)
 
-            monkeypatch.setattr(clients.StampedSocket, "sendall", send_then_block)
+            monkeypatch.setattr(pool.StampedSocket, "sendall", send_then_block)
             record = client.stream_chat(body, RequestRecord())
         else:
             pending = RequestRecord()

@@ -159,3 +159,64 @@ def test_key_is_read_from_the_environment_and_redacted(monkeypatch):
     assert c.endpoint("A").api_key() == "sk-secret-value"
     assert "sk-secret-value" not in json.dumps(c.to_public_dict())
     assert redact("bad key sk-secret-value!", ["sk-secret-value"]) == "bad key ***!"
+
+
+def test_one_flag_per_load_setting_for_locust_and_the_campaign():
+    """Both command lines get their [load] flags from core.config.add_load_flags."""
+    import dataclasses
+
+    import configargparse
+
+    from core.config import LoadSettings, load_flags, load_overrides
+    from locustfiles.campaign_args import build_parser
+    from locustfiles.cliargs import NOT_LOCUST_FLAGS, add_arguments
+
+    names = [f.name for f in dataclasses.fields(LoadSettings)]
+    assert [spec.name for spec in load_flags()] == names
+    kinds = {spec.name: (spec.kind, spec.is_list) for spec in load_flags()}
+    assert kinds["stages"] == (int, True) and kinds["rates"] == (float, True)
+    assert kinds["steady_s"] == (float, False) and kinds["mode"] == (str, False)
+    campaign = build_parser().parse_args(["--stages", "1,8", "--steady-s", "60",
+                                          "--repetitions", "2"])
+    assert {k: v for k, v in load_overrides(campaign).items() if v is not None} == \
+        {"stages": (1, 8), "steady_s": 60.0, "repetitions": 2}
+    parser = configargparse.ArgumentParser()
+    add_arguments(parser)
+    locust = parser.parse_args(["--rates", "0.5,2", "--mode", "open"])
+    assert {k: v for k, v in load_overrides(locust, skip=NOT_LOCUST_FLAGS).items()
+            if v is not None} == {"rates": (0.5, 2.0), "mode": "open"}
+    assert not hasattr(locust, "load_repetitions")
+    with pytest.raises(ConfigError, match="--stages: expected numbers separated by commas"):
+        load_overrides(build_parser().parse_args(["--stages", "1.5"]))
+
+
+def test_user_classes_are_named_in_one_place():
+    from locustfiles.plan import user_class_name
+
+    assert user_class_name("closed", "qwen-3.b") == "Chat_qwen_3_b"
+    assert user_class_name("open", "A") == "OpenLoop_A"
+
+
+def test_the_default_config_points_at_the_local_servers_ports():
+    from deploy.local import ports
+
+    by_label = {ep.label: ep for ep in load_config().endpoints}
+    assert set(by_label) == set(ports.VLLM_PORTS)
+    for label, port in ports.VLLM_PORTS.items():
+        assert by_label[label].base_url == ports.base_url(label)
+        assert by_label[label].metrics_url == f"http://{ports.HOST}:{port}/metrics"
+        assert by_label[label].exporter_url == \
+            f"http://{ports.HOST}:{ports.EXPORTER_PORTS[label]}/metrics"
+        assert by_label[label].base_url.startswith(ports.local_origins())
+
+
+def test_the_reasoning_field_is_read_in_one_place():
+    from types import SimpleNamespace
+
+    from locustfiles.stream import reasoning_of
+
+    assert reasoning_of({"reasoning": "a"}) == "a"
+    assert reasoning_of({"reasoning_content": "b", "content": "x"}) == "b"
+    assert reasoning_of({"content": "x"}) is None
+    assert reasoning_of(SimpleNamespace(reasoning=None, reasoning_content="c")) == "c"
+    assert reasoning_of(SimpleNamespace(content="x")) is None

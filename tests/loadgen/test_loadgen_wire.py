@@ -18,7 +18,7 @@ import pytest
 from bench.wire import capture, capture_problem, compare, wire_requests
 from core.config import ConfigError, Endpoint, RequestSettings, parse_config
 from core.records import RequestRecord
-from locustfiles import clients, kernelstamps
+from locustfiles import kernelstamps, pool
 from locustfiles.clients import FastClient, chat_body
 from support import ROOT, write_config
 
@@ -113,7 +113,7 @@ def test_a_reused_connection_the_server_closed_is_retried_once_on_a_fresh_one():
 def test_a_connection_idle_too_long_is_not_reused(monkeypatch):
     seen: list[bytes] = []
     server = _OneShotServer(seen)
-    monkeypatch.setattr(clients, "MAX_IDLE_S", 0.05)
+    monkeypatch.setattr(pool, "MAX_IDLE_S", 0.05)
     ep = _endpoint(server.url)
     client = FastClient(ep)
     try:

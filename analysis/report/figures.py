@@ -1,4 +1,4 @@
-"""Report figures as PNG bytes (matplotlib, Agg backend; nothing is shown on screen)."""
+"""The report's figures as PNG bytes (matplotlib, Agg backend; nothing is shown on screen)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .compute import TimeSeries  # noqa: E402
-from .definitions import METRICS  # noqa: E402
+from ..catalogue import METRICS  # noqa: E402
+from ..timeseries import TimeSeries  # noqa: E402
+from .model import ep_name, has_metric  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 DPI = 90
@@ -33,11 +34,6 @@ def _series(result, endpoint: str, metric: str):
     return x, y, np.where(np.isnan(half), 0.0, half)
 
 
-def _has(result, metric: str) -> bool:
-    c = result.combined
-    return bool(((c["metric"] == metric) & c["mean"].notna()).any())
-
-
 def _level_axis(ax, result) -> None:
     levels = [lv for lv in result.levels if lv > 0]
     if levels and max(levels) / min(levels) >= 8:
@@ -55,8 +51,7 @@ def _plain(text: str) -> str:
 
 
 def _name(result, ep: str) -> str:
-    model = result.models.get(ep)
-    return _plain(f"{ep} ({model})" if model and model != ep else ep)
+    return _plain(ep_name(result, ep))
 
 
 def _panel(ax, result, metrics: list[tuple[str, str]], ylabel: str, title: str) -> bool:
@@ -103,14 +98,14 @@ def throughput_figure(result) -> bytes:
 
 def utilization_figure(result) -> bytes | None:
     panels = []
-    if _has(result, "gpu_util_mean"):
+    if has_metric(result, "gpu_util_mean"):
         panels.append(([("gpu_util_mean", "o-")] + ([("sm_active_mean", "s--")]
-                       if _has(result, "sm_active_mean") else []), "%",
+                       if has_metric(result, "sm_active_mean") else []), "%",
                        "GPU utilization (NVML, solid)" + (", SM activity (dashed)"
-                                                          if _has(result, "sm_active_mean") else "")))
-    if _has(result, "cpu_cores_mean"):
+                                                          if has_metric(result, "sm_active_mean") else "")))
+    if has_metric(result, "cpu_cores_mean"):
         panels.append(([("cpu_cores_mean", "o-")], "cores", "Server process CPU"))
-    if _has(result, "kv_cache_mean"):
+    if has_metric(result, "kv_cache_mean"):
         panels.append(([("kv_cache_mean", "o-")], "%", "vLLM KV-cache usage"))
     if not panels:
         return None

@@ -1,0 +1,288 @@
+"""The report's tables: each built from the Result, its rows and columns from the catalogue."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from ..catalogue import METRICS, shown_in
+from ..combine import count_runs
+from ..outages import MIN_DOWN_S
+from .model import (NA, Lookup, Table, ep_name, fmt, fmt_level, fmt_pct_change, isnan,
+                    metric_header)
+
+
+def at_rows() -> list[tuple[str, str]]:
+    """(metric, row label) of the At-N table and summaries: the catalogue's view "at"."""
+    return [(k, METRICS[k].at_label) for k in shown_in("at")]
+
+
+def by_view_table(result, lk: Lookup, view: str, title: str, note: str = "") -> Table | None:
+    """Rows endpoint x level, one column per metric of a catalogue view; tables/<view>.csv."""
+    return by_level_table(result, lk, view, title, shown_in(view), note)
+
+
+def by_level_table(result, lk: Lookup, name: str, title: str, metrics: list[str],
+                    note: str = "") -> Table | None:
+    """Rows endpoint x level, one column per metric."""
+    metrics = [m for m in metrics if lk.has(m)]
+    if not metrics:
+        return None
+    rows = []
+    for ep in result.endpoints:
+        for level in result.levels:
+            if not any(lk.get(ep, level, m) is not None for m in metrics + ["requests"]):
+                continue
+            row = {"endpoint": ep_name(result, ep), result.level_name: fmt_level(level)}
+            for m in metrics:
+                row[metric_header(m)] = lk.cell(ep, level, m)
+            rows.append(row)
+    return Table(name, title, pd.DataFrame(rows), lk.raw(metrics), note)
+
+
+def level_columns_table(result, lk: Lookup, name: str, title: str, metric: str,
+                         extra: list[tuple[str, str]] = ()) -> Table | None:
+    """Study shape: rows = level, one column per endpoint (plus extra metrics per endpoint)."""
+    if not lk.has(metric):
+        return None
+    rows = []
+    for level in result.levels:
+        row = {result.level_name: fmt_level(level)}
+        for ep in result.endpoints:
+            row[ep_name(result, ep)] = lk.cell(ep, level, metric)
+        for key, label in extra:
+            if lk.has(key):
+                for ep in result.endpoints:
+                    row[f"{ep_name(result, ep)} {label}"] = lk.cell(ep, level, key)
+        rows.append(row)
+    return Table(name, title, pd.DataFrame(rows), lk.raw([metric] + [k for k, _ in extra]))
+
+
+def at_table(result, lk: Lookup, cmps: dict) -> Table | None:
+    level = result.at_level
+    if level is None:
+        return None
+    rows, raw = [], []
+    others = [e for e in result.endpoints if e != result.baseline]
+    for key, label in at_rows():
+        if not any(lk.get(ep, level, key) is not None for ep in result.endpoints):
+            continue
+        row = {"metric": label}
+        raw_row: dict[str, Any] = {"metric": key}
+        for ep in result.endpoints:
+            row[ep_name(result, ep)] = lk.cell(ep, level, key)
+            r = lk.get(ep, level, key)
+            raw_row[f"{ep}_mean"] = r.mean if r is not None else math.nan
+            raw_row[f"{ep}_ci_low"] = r.ci_low if r is not None else math.nan
+            raw_row[f"{ep}_ci_high"] = r.ci_high if r is not None else math.nan
+            raw_row[f"{ep}_n"] = r.n if r is not None else 0
+        for ep in others:
+            c = cmps.get((float(level), key, ep))
+            suffix = f" {ep} vs {result.baseline}" if len(others) > 1 else ""
+            if c is None:
+                row[f"change{suffix}"] = NA
+                row[f"real?{suffix}"] = NA
+                continue
+            change = fmt_pct_change(c.change_pct)
+            if not isnan(c.ci_low_pct):
+                change += f" [{c.ci_low_pct:+.0f}, {c.ci_high_pct:+.0f}]"
+            row[f"change{suffix}"] = change
+            row[f"real?{suffix}"] = c.real
+            raw_row[f"{ep}_change_pct"] = c.change_pct
+            raw_row[f"{ep}_change_ci_low_pct"] = c.ci_low_pct
+            raw_row[f"{ep}_change_ci_high_pct"] = c.ci_high_pct
+            raw_row[f"{ep}_p_value"] = c.p_value
+            raw_row[f"{ep}_real"] = c.real
+        rows.append(row)
+        raw.append(raw_row)
+    if not rows:
+        return None
+    n_runs = {ep: count_runs(result.per_run[(result.per_run["endpoint"] == ep) &
+                                            (result.per_run["level"] == level)])
+              for ep in result.endpoints}
+    note = ("Mean over runs ± 95% CI half-width (runs: "
+            + ", ".join(f"{ep} {n}" for ep, n in n_runs.items())
+            + f"). change = B / {result.baseline} - 1 with its 95% CI in brackets; real? = the "
+            "difference passes the test in Definitions (yes), does not (no: not distinguishable "
+            "from noise), or cannot be judged (n/a).")
+    return Table(f"at_{fmt_level(level)}", f"At {fmt_level(level)} concurrent requests"
+                 if result.level_name == "users" else f"At {fmt_level(level)} req/s",
+                 pd.DataFrame(rows), pd.DataFrame(raw), note)
+
+
+def gpu_memory_table(result, lk: Lookup) -> tuple[Table | None, str]:
+    level = result.at_level
+    metrics = [m for m in shown_in("gpu_memory") if lk.has(m)]
+    if not metrics or level is None:
+        return None, ""
+    rows = []
+    for ep in result.endpoints:
+        row = {"endpoint": ep_name(result, ep)}
+        for m in metrics:
+            if METRICS[m].stat in ("max", "total"):
+                # the largest over every stage of every run
+                vals = [v.mean for k, v in lk.d.items() if k[0] == ep and k[2] == m]
+                vals = [v for v in vals if not isnan(v)]
+                row[metric_header(m) + (", all stages" if METRICS[m].stat == "max" else "")] = (
+                    fmt(max(vals), 2) if vals else NA)
+            else:
+                row[metric_header(m) + f" at {fmt_level(level)} {result.level_name}"] = \
+                    lk.cell(ep, level, m)
+        rows.append(row)
+    sentence = ""
+    key = "gpu_mem_used_mean" if lk.has("gpu_mem_used_mean") else (
+        "rss_mean" if lk.has("rss_mean") else None)
+    if key and len(result.endpoints) > 1:
+        a = lk.get(result.baseline, level, key)
+        parts = []
+        for ep in result.endpoints[1:]:
+            b = lk.get(ep, level, key)
+            if a is None or b is None or isnan(a.mean) or isnan(b.mean) or a.mean == 0:
+                continue
+            diff = b.mean - a.mean
+            parts.append(f"{ep} uses {abs(diff):.2f} GiB ({abs(diff) / a.mean * 100:.1f}%) "
+                         f"{'less' if diff < 0 else 'more'} "
+                         f"{'GPU memory' if key.startswith('gpu') else 'process memory (RSS)'} "
+                         f"than {result.baseline} at {fmt_level(level)} {result.level_name}")
+        sentence = "; ".join(parts) + "." if parts else ""
+    raw = lk.raw(metrics)
+    return Table("gpu_memory", "GPU memory", pd.DataFrame(rows), raw), sentence
+
+
+def errors_table(result) -> Table | None:
+    e = result.errors
+    if e is None or not len(e):
+        return None
+    keys = ["endpoint", "level"]
+    pr = result.per_run
+    total = pr.groupby(keys)["requests"].sum()
+    # per time: the steady windows (all runs together) in which the endpoint had requests
+    active = pr[pr["requests"] > 0]
+    seconds = active.groupby(keys)["duration"].sum(min_count=1)
+    down = active.groupby(keys)["down_s"].sum(min_count=1)
+    g = e.groupby(["endpoint", "level", "error_category"], dropna=False)
+    agg = g["count"].sum().reset_index()
+    if "example" in e:
+        ex = e.dropna(subset=["example"]).groupby(["endpoint", "level", "error_category"])[
+            "example"].first()
+        agg = agg.merge(ex.reset_index(), on=["endpoint", "level", "error_category"], how="left")
+    else:
+        agg["example"] = ""
+    agg["share_pct"] = [r.count / n * 100 if n > 0 else math.nan
+                        for r, n in ((r, total.get((r.endpoint, r.level), 0))
+                                     for r in agg.itertuples(index=False))]
+    agg["steady_s"] = [seconds.get((r.endpoint, r.level), math.nan)
+                       for r in agg.itertuples(index=False)]
+    agg["failures_per_s"] = agg["count"] / agg["steady_s"].where(agg["steady_s"] > 0)
+    agg["down_s"] = [down.get((r.endpoint, r.level), math.nan) for r in agg.itertuples(index=False)]
+    agg["down_share"] = agg["down_s"] / agg["steady_s"].where(agg["steady_s"] > 0) * 100.0
+    rows = []
+    for r in agg.itertuples(index=False):
+        rows.append({"endpoint": ep_name(result, r.endpoint),
+                     result.level_name: fmt_level(r.level), "category": r.error_category,
+                     "failed requests": fmt(int(r.count)),
+                     "% of steady requests": fmt(r.share_pct, 2),
+                     metric_header("failures_per_s"): fmt(r.failures_per_s,
+                                                           METRICS["failures_per_s"].decimals),
+                     metric_header("down_s"): fmt(r.down_s, METRICS["down_s"].decimals),
+                     metric_header("down_share"): fmt(r.down_share,
+                                                       METRICS["down_share"].decimals),
+                     "example message": "" if isnan(r.example) else str(r.example)[:200]})
+    return Table("errors", "Errors by category", pd.DataFrame(rows), agg,
+                 "Failed steady-state requests, all runs together. % of steady requests is the "
+                 "per-request error rate; failures per second divides the same failures by the "
+                 "steady windows' seconds, and endpoint down (s, share of those seconds) is the "
+                 f"time the endpoint failed every request for at least {MIN_DOWN_S:g} s (for the "
+                 "endpoint and level, all categories; see down window in Definitions): clients "
+                 "retrying a down endpoint make a short outage read as a high error rate. "
+                 "Categories: core.records.ERROR_CATEGORIES (see Definitions).")
+
+
+def down_tables(result) -> list[Table]:
+    """One 'Endpoint down' table per run with down windows (analysis.outages)."""
+    dw = result.down_windows
+    if dw is None or not len(dw):
+        return []
+    tables = []
+    for i, (name, g) in enumerate(dw.groupby("run", sort=False)):
+        rows = [{"endpoint": ep_name(result, r.endpoint),
+                 "start (s into the run)": fmt(r.start_s, 1),
+                 "duration (s)": fmt(r.duration_s, 1), "failures": fmt(int(r.failures)),
+                 "dominant error category": str(r.error_category)}
+                for r in g.itertuples(index=False)]
+        tables.append(Table(f"endpoint_down-{i + 1}", f"Endpoint down: run {name}",
+                            pd.DataFrame(rows), g.reset_index(drop=True),
+                            f"Spans of at least {MIN_DOWN_S:g} s in which the endpoint's "
+                            "requests ended and none succeeded (down window in Definitions); "
+                            "start is seconds since the run's start; every phase counts, not "
+                            "only steady windows. Numbers: tables/endpoint_down.csv.",
+                            write=False))
+    return tables
+
+
+def comparisons_table(result) -> Table | None:
+    c = result.comparisons
+    if not len(c):
+        return None
+    rows = []
+    for r in c.itertuples(index=False):
+        md = METRICS[r.metric]
+        rows.append({result.level_name: fmt_level(r.level), "metric": md.label,
+                     result.baseline: fmt(r.value_baseline, md.decimals) + (f" {md.unit}" if md.unit else ""),
+                     "endpoint": r.endpoint, "value": fmt(r.value, md.decimals)
+                     + (f" {md.unit}" if md.unit else ""),
+                     "change": fmt_pct_change(r.change_pct),
+                     "95% CI of change": NA if isnan(r.ci_low_pct) else
+                     f"{r.ci_low_pct:+.1f}% to {r.ci_high_pct:+.1f}%",
+                     "p": NA if isnan(r.p_value) else f"{r.p_value:.3g}",
+                     "verdict": r.verdict})
+    return Table("comparisons", "Comparison, stage by stage: is each difference real?",
+                 pd.DataFrame(rows), c,
+                 "p50 rows: per-request test (Mann-Whitney U + hierarchical bootstrap of the "
+                 "ratio of medians); other rows: Welch t-test over per-repetition values. "
+                 "Values are medians of pooled requests (p50 rows) or means over runs.")
+
+
+def per_run_table(result) -> Table:
+    pr = result.per_run
+    cols = ["run", "repetition", "endpoint", "level", "duration"] + shown_in("per_run")
+    per_time = ("failures_per_s", "down_share")      # shown when there is something to show
+    cols = [c for c in cols if c in pr and (c not in METRICS or c == "req_per_s" or (
+        (pr[c] > 0).any() if c in per_time else pr[c].notna().any()))]
+    rows = []
+    for r in pr.sort_values(["endpoint", "level", "repetition", "campaign", "run_id"]
+                            ).itertuples(index=False):
+        row = {}
+        for c in cols:
+            v = getattr(r, c)
+            if c in METRICS:
+                row[metric_header(c)] = fmt(v, METRICS[c].decimals)
+            elif c == "level":
+                row[result.level_name] = fmt_level(v)
+            elif c == "duration":
+                row["steady window (s)"] = fmt(v, 1)
+            else:
+                row[c] = str(v)
+        rows.append(row)
+    return Table("per_run", "Per-run figures", pd.DataFrame(rows), pr,
+                 "One row per run, endpoint and stage (tables/per_run.csv has every figure).")
+
+
+def runs_table(result) -> Table:
+    rows = []
+    for r in result.runs:
+        rows.append({"run": r.name, "campaign": r.campaign, "endpoints": ", ".join(r.endpoints),
+                     "repetition": str(r.repetition), "status": r.status,
+                     "records": fmt(r.records),
+                     "records_written": fmt(r.records_written) if isinstance(r.records_written, int) else NA,
+                     "Locust CHAT requests": fmt(r.locust_chat_requests) if isinstance(r.locust_chat_requests, int) else NA,
+                     "load generator max CPU %": fmt(r.max_cpu_percent, 0)
+                     if isinstance(r.max_cpu_percent, (int, float)) else NA,
+                     "saturated": "yes" if r.saturated else "no",
+                     "metrics": r.metrics_source})
+    raw = pd.DataFrame([r.__dict__ for r in result.runs])
+    if len(raw):
+        raw["endpoints"] = raw["endpoints"].map(lambda x: ",".join(x))
+    return Table("runs", "Runs", pd.DataFrame(rows), raw)

@@ -1,0 +1,74 @@
+"""What one Locust process knows about the run: the context, kept on the Locust environment.
+
+It is made by the init listener (``locustfiles.runtime``) and set as ``environment.llm_run``;
+users reach it through ``self.environment`` and the shape through its runner's environment
+(``run_context(environment)``). It holds the config and the plan, the run's identity, this
+process's part of the record pipeline (a ``RecordSender`` where users run, the ``RunWriter``
+where the run directory is written) and the stage-tag broadcast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+
+from core.config import SuiteConfig
+from locustfiles.messages import MSG_STAGE, StageTags
+from locustfiles.plan import Stage, build_plan
+from locustfiles.sender import RecordSender, worker_id
+from locustfiles.writer import RunWriter
+
+ENV_ATTRIBUTE = "llm_run"
+MANUAL_TAGS_INTERVAL_S = 0.5
+
+
+class RunContext:
+    """Everything one Locust process needs about the run; created at Locust's init event."""
+
+    def __init__(self, environment: Any, config: SuiteConfig, options: Any):
+        self.environment = environment
+        self.config = config
+        self.load = config.load
+        self.plan: list[Stage] = build_plan(config.load)
+        self.repetition = int(getattr(options, "repetition", 0) or 0)
+        self.campaign = getattr(options, "campaign", "") or ""
+        self.worker = worker_id()
+        self.run_id = ""
+        self.sender: RecordSender | None = None   # where users run (local, worker)
+        self.writer: RunWriter | None = None      # where the run directory is written (local, master)
+
+    def broadcast(self, tags: StageTags) -> None:
+        """Send the current tags to every process that runs users (the run's identity too)."""
+        tags.run_id, tags.repetition = self.run_id, self.repetition
+        self.environment.runner.send_message(MSG_STAGE, tags.to_payload())
+
+    def manual_tags_loop(self) -> None:
+        """Without a load shape (web UI), keep tagging records with the current user count."""
+        while True:
+            self.broadcast_manual()
+            gevent.sleep(MANUAL_TAGS_INTERVAL_S)
+
+    def broadcast_manual(self) -> None:
+        """Without a load shape (web UI), tag records with the current user count."""
+        if self.environment.shape_class is None and self.environment.runner is not None:
+            self.broadcast(StageTags(-1, self.environment.runner.target_user_count or 0,
+                                     "manual", 0.0))
+
+
+def attach(environment: Any, ctx: RunContext) -> None:
+    setattr(environment, ENV_ATTRIBUTE, ctx)
+
+
+def find_context(environment: Any) -> RunContext | None:
+    """The run context of this Locust environment; None before init (or without the suite's
+    init listener)."""
+    return getattr(environment, ENV_ATTRIBUTE, None)
+
+
+def run_context(environment: Any) -> RunContext:
+    """The run context of this Locust environment."""
+    ctx = find_context(environment)
+    if ctx is None:
+        raise RuntimeError("the run context exists only after Locust's init event")
+    return ctx

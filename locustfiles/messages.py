@@ -1,0 +1,69 @@
+"""The messages between Locust processes, typed: names, payloads, and their wire form.
+
+Locust carries a message's ``data`` as plain msgpack-able values, so each message here is a
+dataclass with ``to_payload()`` (what is sent) and ``from_payload()`` (what the handler reads).
+
+- ``llm_stage`` (master/local -> every process that runs users): ``StageTags``, the tags every
+  request is stamped with at send time; sent on every shape tick (a late worker catches up).
+- ``llm_records`` (every process that runs users -> master/local): ``RecordBatch``, about once a
+  second; a LocalRunner delivers it to itself, so local and distributed runs take one path.
+- ``llm_flush`` (master/local -> every process that runs users): no payload; "send your last
+  batch now" (it comes back with ``final`` set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MSG_STAGE = "llm_stage"
+MSG_RECORDS = "llm_records"
+MSG_FLUSH = "llm_flush"
+
+
+@dataclass
+class StageTags:
+    """What a request is tagged with at send time (sent by the master with every tick)."""
+
+    stage: int = -1
+    users: int = 0
+    phase: str = "manual"
+    rate_per_user: float = 0.0
+    run_id: str = ""
+    repetition: int = 0
+
+    def to_payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> StageTags:
+        return cls(**data)
+
+
+@dataclass
+class RecordBatch:
+    """One process's records since its last batch, with its CPU figures and loop-lag samples.
+
+    ``rows`` are lists in ``core.records.RECORD_FIELDS`` order; ``cpu`` is
+    ``probes.CpuTracker.summary()``; ``loop_lag`` maps a stage (as a string) to lag samples in
+    seconds; ``final`` marks the process's last batch of the run (an answer to ``llm_flush``,
+    or its test stop).
+    """
+
+    worker: str
+    rows: list[list[Any]] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    loop_lag: dict[str, list[float]] = field(default_factory=dict)
+    final: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"worker": self.worker, "rows": self.rows, "cpu": self.cpu,
+                "loop_lag": self.loop_lag, "final": self.final}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> RecordBatch:
+        """The batch a message carried (a missing or empty part reads as none)."""
+        return cls(worker=data["worker"], rows=data.get("rows") or [],
+                   cpu=data.get("cpu") or {}, loop_lag=data.get("loop_lag") or {},
+                   final=bool(data.get("final")))
