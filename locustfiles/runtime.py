@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import gevent
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import (STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner,
+                            WorkerRunner)
 
 from core import secrets
 from core.config import known_secrets
@@ -44,10 +45,12 @@ from locustfiles.cliargs import add_arguments, config_from_options
 from locustfiles.context import RunContext, attach, find_context, run_context
 from locustfiles.messages import MSG_FLUSH, MSG_RECORDS, MSG_STAGE, RecordBatch, StageTags
 from locustfiles.sender import RecordSender
-from locustfiles.writer import (RunWriter, build_manifest, capture_targets, default_run_dir,
-                                endpoint_labels, locust_chat_requests)
+from locustfiles.writer import (FINAL_FLUSH_TIMEOUT_S, RunWriter, build_manifest, capture_targets,
+                                default_run_dir, endpoint_labels, locust_chat_requests)
 
 log = logging.getLogger("llm.runtime")
+
+USERS_RUNNING = (STATE_SPAWNING, STATE_RUNNING)
 
 BAD_CONFIG_EXIT_CODE = 2
 
@@ -155,6 +158,13 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
         log.warning("the run was stopped before its plan ended: finalizing it as interrupted")
         shape.interrupt(runner, now)
         status, details["interrupted_unix"] = RunStatus.INTERRUPTED, now
+    elif shape is None and runner.state in USERS_RUNNING:
+        # A run by hand ends here (Ctrl-C, SIGTERM, the web UI's quit). Stop the users before
+        # counting: a stream ending while the files close would reach Locust's count but not
+        # records.csv.
+        runner.stop()
+        if isinstance(runner, MasterRunner):
+            ctx.writer.wait_for_final_batches(max(1, runner.worker_count), FINAL_FLUSH_TIMEOUT_S)
     if isinstance(runner, LocalRunner) and ctx.sender.buffer:
         ctx.sender.flush(final=True)
     writer = ctx.writer

@@ -13,18 +13,16 @@ import logging
 import time
 from typing import Any
 
-import gevent
 from locust import LoadTestShape
 from locust.runners import MasterRunner
 
 from locustfiles.context import RunContext, run_context
 from locustfiles.messages import MSG_FLUSH, StageTags
 from locustfiles.plan import Stage, locate
-from locustfiles.writer import locust_chat_requests
+from locustfiles.writer import FINAL_FLUSH_TIMEOUT_S, locust_chat_requests
 
 log = logging.getLogger("llm.runtime")
 
-FINAL_FLUSH_TIMEOUT_S = 20.0
 PHASE_ORDER = ("ramp", "warmup", "steady", "drain")
 
 
@@ -80,10 +78,7 @@ class LoadPlanShape(LoadTestShape):
         ctx.environment.stop_timeout = 0
         runner.stop()
         if isinstance(runner, MasterRunner) and ctx.writer is not None:
-            expected = max(1, runner.worker_count)
-            deadline = time.time() + FINAL_FLUSH_TIMEOUT_S
-            while ctx.writer.final_batches < expected and time.time() < deadline:
-                gevent.sleep(0.1)
+            ctx.writer.wait_for_final_batches(max(1, runner.worker_count), FINAL_FLUSH_TIMEOUT_S)
 
     # ---- the timeline ----
 

@@ -32,6 +32,8 @@ from locustfiles.messages import RecordBatch
 from locustfiles.plan import total_duration_s
 from locustfiles.probes import CPU_SATURATED_SECONDS, CpuTracker, lag_summary
 
+FINAL_FLUSH_TIMEOUT_S = 20.0   # how long the end of a run waits for every process's last batch
+
 log = logging.getLogger("llm.runtime")
 
 CPU_SAMPLE_INTERVAL_S = 1.0
@@ -80,6 +82,13 @@ class RunWriter:
     def final_batches(self) -> int:
         """How many processes have sent their final batch."""
         return len(self.final_acks)
+
+    def wait_for_final_batches(self, expected: int, timeout_s: float) -> bool:
+        """Wait (yielding to the event loop) until ``expected`` processes sent their final batch."""
+        deadline = time.time() + timeout_s
+        while self.final_batches < expected and time.time() < deadline:
+            gevent.sleep(0.1)
+        return self.final_batches >= expected
 
     def note_cpu(self, process: str, summary: dict[str, float]) -> None:
         """A process's latest CPU figures (CpuTracker.summary())."""

@@ -303,3 +303,28 @@ def test_relative_folders_work_from_any_folder(stub, tmp_path):
     # the banner gives the planned time, not the planned time plus the stop timeout
     assert "1 runs of about 2s each" in result.stdout, result.stdout
     assert "after the run was finalized" not in (run_dir / "locust.log").read_text()
+
+
+def test_a_run_by_hand_stopped_mid_stream_keeps_every_request(stub, tmp_path):
+    """Without a load shape the run ends when the user stops it. Streams still in flight then
+    must be in records.csv as Locust counts them (they once finished after the files closed)."""
+    url = stub(ttft_ms=10, itl_ms=100)      # 16 tokens: 1.6 s per stream, always some in flight
+    cfg = write_config(tmp_path / "ep.json", [{"label": "A", "base_url": url,
+                                               "model": "stub-model"}])
+    run_dir = tmp_path / "run"
+    locust = start_locust(cfg, run_dir, "--headless", "-u", "4", "-r", "4", "--stop-timeout", "0",
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: records_written(run_dir) > 5 or locust.poll() is not None, 60,
+                   "records written")
+        locust.send_signal(signal.SIGINT)
+        output, _ = locust.communicate(timeout=60)
+    finally:
+        if locust.poll() is None:
+            locust.kill()
+            locust.wait()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    records = _read(run_dir)
+    assert manifest["status"] == "complete", output.decode(errors="replace")[-2000:]
+    assert len(records) == manifest["records_written"] == manifest["locust_requests"]
+    assert (records["error_category"] == "interrupted").sum() >= 1
