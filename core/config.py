@@ -442,12 +442,6 @@ def load_overrides(options: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {spec.name: spec.parse(getattr(options, spec.dest, None)) for spec in load_flags(skip)}
 
 
-def redact(text: str, keys: list[str] | tuple[str, ...]) -> str:
-    """Text with these keys, and anything shaped like a credential, replaced by '***'
-    (servers may echo keys in error bodies)."""
-    return secrets.scrub(text, keys)
-
-
 def known_secrets(config: SuiteConfig) -> list[str]:
     """The key values currently in the environment for the configured endpoints; from now on
     every scrub in this process removes them too."""

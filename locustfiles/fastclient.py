@@ -18,7 +18,8 @@ from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 from geventhttpclient.url import URL
 
-from core.config import Endpoint, redact
+from core import secrets
+from core.config import Endpoint
 from core.records import ErrorCategory, RequestRecord
 from locustfiles import compat, reactor
 from locustfiles.pool import ConnectFailed, pool_class_for
@@ -129,7 +130,7 @@ class FastClient:
                 raise
         else:
             recorder.finish(perf_counter(), None, status)
-        record.error_message = redact(record.error_message, self._secrets)
+        record.error_message = secrets.scrub(record.error_message, self._secrets)
         return record
 
     def _send(self, payload: bytes, headers: dict[str, str]) -> Any:

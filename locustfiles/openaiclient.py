@@ -9,7 +9,8 @@ from typing import Any
 
 from gevent import GreenletExit
 
-from core.config import Endpoint, redact
+from core import secrets
+from core.config import Endpoint
 from core.records import ErrorCategory, RequestRecord
 from locustfiles.stream import (NOT_SSE_BODY, StreamFailure, StreamRecorder, error_message,
                                 error_text, expects_tokens, is_event_stream, not_event_stream,
@@ -79,7 +80,7 @@ class OpenAIClient:
             recorder.finish(perf_counter(), self._classify(exc, status), status)
         else:
             recorder.finish(perf_counter(), None, status)
-        record.error_message = redact(record.error_message, self._secrets)
+        record.error_message = secrets.scrub(record.error_message, self._secrets)
         return record
 
     def _classify(self, exc: Exception, status: int = 0) -> StreamFailure:

@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Endpoint, redact
+from core import secrets
+from core.config import Endpoint
 from locustfiles.clients import chat_body
 from locustfiles.openaiclient import sdk_body_start, sdk_error_text
 from locustfiles.prompts import WORDS_PER_TOKEN, synthetic_prompt
@@ -116,14 +117,14 @@ def check_endpoint(ep: Endpoint, timeout_s: float = 30.0) -> PreflightResult:
     import openai
 
     result = PreflightResult(ep.label)
-    secrets = [ep.api_key()] if ep.api_key() else []
+    keys = [ep.api_key()] if ep.api_key() else []
     client = openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key() or "EMPTY", max_retries=0,
                            timeout=openai.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
     try:
         try:
             result.models = [m.id for m in client.models.list()]
         except Exception as exc:
-            raise PreflightError(redact(_describe(exc, ep), secrets)) from None
+            raise PreflightError(secrets.scrub(_describe(exc, ep), keys)) from None
         if ep.model not in result.models:
             raise PreflightError(f"endpoint {ep.label!r}: model {ep.model!r} is not served there; "
                                  f"it serves: {', '.join(result.models) or '(none)'}")
@@ -133,9 +134,9 @@ def check_endpoint(ep: Endpoint, timeout_s: float = 30.0) -> PreflightResult:
             short = _stream(client, ep, synthetic_prompt(rng, short_words), 8)
             long = _stream(client, ep, synthetic_prompt(rng, long_words), 1)
         except PreflightError as exc:
-            raise PreflightError(redact(str(exc), secrets)) from None
+            raise PreflightError(secrets.scrub(str(exc), keys)) from None
         except Exception as exc:
-            raise PreflightError(redact(_describe(exc, ep), secrets)) from None
+            raise PreflightError(secrets.scrub(_describe(exc, ep), keys)) from None
         result.streamed_chunks = short["chunks"]
         if short["chunks"] == 0:
             raise PreflightError(f"endpoint {ep.label!r}: the streamed chat returned no tokens; "

@@ -58,10 +58,8 @@ class RunWriter:
         self._io = ThreadPool(1)
         rundir.write_manifest(run_dir, manifest)
 
-    def on_batch(self, batch: RecordBatch | dict[str, Any]) -> None:
-        """Append one process's batch (a RecordBatch, or the payload of one)."""
-        if not isinstance(batch, RecordBatch):
-            batch = RecordBatch.from_payload(batch)
+    def on_batch(self, batch: RecordBatch) -> None:
+        """Append one process's batch (the message handler decodes the payload)."""
         rows = batch.rows
         if self.records.closed:
             if rows:  # an empty batch is a late "nothing more": no loss

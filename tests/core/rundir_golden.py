@@ -46,7 +46,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +74,7 @@ from types import SimpleNamespace
 
 from core.config import load_config
 from core.records import RECORD_FIELDS, RequestRecord
+from locustfiles.messages import RecordBatch
 from locustfiles.writer import RunWriter, build_manifest
 from locustfiles.plan import build_plan
 
@@ -127,14 +127,14 @@ rows = [
 run_dir = out / "interrupted"
 writer = RunWriter(run_dir, build_manifest(ctx, env, run_dir))
 (out / "interrupted.running-manifest.json").write_text((run_dir / "manifest.json").read_text())
-writer.on_batch({{"worker": "host-1:4242", "rows": rows[:2],
+writer.on_batch(RecordBatch.from_payload({{"worker": "host-1:4242", "rows": rows[:2],
                  "cpu": {{"max_cpu_percent": 41.5, "seconds_above_90": 0.0}},
-                 "loop_lag": {{"0": [0.001, 0.0025, 0.0005]}}, "final": False}})
+                 "loop_lag": {{"0": [0.001, 0.0025, 0.0005]}}, "final": False}}))
 writer.write_stage({{"stage": 0, "users": 2, "rate": 0.0, "ramp_unix": T0, "warmup_unix": T0 + 0.5,
                     "steady_unix": T0 + 1.5, "drain_unix": T0 + 3.5, "end_unix": T0 + 4.5}})
-writer.on_batch({{"worker": "host-1:4242", "rows": rows[2:],
+writer.on_batch(RecordBatch.from_payload({{"worker": "host-1:4242", "rows": rows[2:],
                  "cpu": {{"max_cpu_percent": 97.5, "seconds_above_90": 3.0, "cpu_seconds": 2.125}},
-                 "loop_lag": {{"0": [0.004], "1": [0.0001, 0.0002]}}, "final": True}})
+                 "loop_lag": {{"0": [0.004], "1": [0.0001, 0.0002]}}, "final": True}}))
 writer.write_stage({{"stage": 1, "users": 4, "rate": 0.0, "ramp_unix": T0 + 4.5,
                     "warmup_unix": T0 + 5.0, "end_unix": T0 + 5.25}})
 writer.finalize("interrupted", 5, interrupted_unix=T0 + 5.25)
@@ -142,8 +142,8 @@ writer.finalize("interrupted", 5, interrupted_unix=T0 + 5.25)
 # A run that recorded nothing: failed, with a credential in its reason (scrubbed).
 run_dir = out / "failed"
 writer = RunWriter(run_dir, build_manifest(ctx, env, run_dir))
-writer.on_batch({{"worker": "host-1:4243", "rows": [], "cpu": {{"max_cpu_percent": 1.0,
-                 "seconds_above_90": 0.0, "cpu_seconds": 0.5}}, "loop_lag": {{}}, "final": True}})
+writer.on_batch(RecordBatch.from_payload({{"worker": "host-1:4243", "rows": [], "cpu": {{"max_cpu_percent": 1.0,
+                 "seconds_above_90": 0.0, "cpu_seconds": 0.5}}, "loop_lag": {{}}, "final": True}}))
 writer.finalize("failed", 0, failure_reason="no request was recorded (Authorization: Bearer "
                 "sk-golden0123456789abcdefghij)")
 """
@@ -157,12 +157,6 @@ def produce_det(root: Path, out: Path) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"deterministic scenario failed:\n{proc.stdout}\n{proc.stderr}")
     (out / "endpoints.json").unlink()
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float = 30.0) -> None:
@@ -179,29 +173,21 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def produce_locust(root: Path, out: Path) -> None:
     """A one-stage campaign against the stub, with its /metrics and a fake-GPU exporter."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(root)}
     sys.path.insert(0, str(root))
     try:
+        from bench.netutil import free_port
         from bench.stub_server import run_stub_process, stop_stub_process
+        from deploy.local.procs import terminate_tree
     finally:
         sys.path.remove(str(root))
     stub, base_url = run_stub_process(ttft_ms=20, itl_ms=2, model="stub-model")
     exporter = None
     try:
-        port = _port()
+        port = free_port()
         exporter = subprocess.Popen(
             [sys.executable, "-m", "exporters", "--fake-gpus", "1", "--port", str(port),
              "--interval", "0.5", "--process-pid", str(stub.pid), "--log-level", "warning"],
@@ -224,7 +210,7 @@ def produce_locust(root: Path, out: Path) -> None:
             raise RuntimeError(f"campaign failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     finally:
         if exporter is not None:
-            _stop(exporter)
+            terminate_tree(exporter)
         stop_stub_process(stub)
     config.unlink()
 

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from core.config import ConfigError, load_config, parse_config, redact, with_overrides
+from core import secrets
+from core.config import ConfigError, load_config, parse_config, with_overrides
 
 BASE = {"endpoints": [{"label": "A", "base_url": "http://127.0.0.1:8101/v1", "model": "m1",
                        "api_key_env": "KEY_A", "request": {"max_tokens": 64}},
@@ -158,7 +159,7 @@ def test_key_is_read_from_the_environment_and_redacted(monkeypatch):
     c = parse_config(BASE)
     assert c.endpoint("A").api_key() == "sk-secret-value"
     assert "sk-secret-value" not in json.dumps(c.to_public_dict())
-    assert redact("bad key sk-secret-value!", ["sk-secret-value"]) == "bad key ***!"
+    assert secrets.scrub("bad key sk-secret-value!", ["sk-secret-value"]) == "bad key ***!"
 
 
 def test_one_flag_per_load_setting_for_locust_and_the_campaign():

@@ -44,7 +44,8 @@ def test_the_writer_appends_batches_and_keeps_cpu_lag_and_final_acks(tmp_path, c
     writer.on_batch(RecordBatch("h:1", rows=[_row("a-1"), _row("a-2")],
                                 cpu={"max_cpu_percent": 95.0, "seconds_above_90": 4.0},
                                 loop_lag={"0": [0.002, 0.004]}))
-    writer.on_batch(RecordBatch("h:2", rows=[_row("b-1")], final=True).to_payload())  # payload too
+    writer.on_batch(RecordBatch.from_payload(  # through the message payload and back
+        RecordBatch("h:2", rows=[_row("b-1")], final=True).to_payload()))
     assert writer.final_batches == 1
     writer.finalize(RunStatus.COMPLETE, 3)
     manifest = rundir.read_manifest(tmp_path / "run")
