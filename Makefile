@@ -11,7 +11,7 @@ STAGES ?=
 LABEL ?= compare
 RUNS ?=
 
-.PHONY: help setup system-deps vllm-env test bench loadtest ui report demo servers exporter gpu-check clean
+.PHONY: help setup system-deps vllm-env test bench loadtest ui report demo servers exporter gpu-check image clean
 
 help:
 	@echo "make demo       run the whole comparison on two tiny CPU-served vLLM models"
@@ -23,6 +23,7 @@ help:
 	@echo "make exporter   run the GPU/process exporter"
 	@echo "make servers    start the two local tiny vLLM servers (with exporters) until Ctrl-C"
 	@echo "make gpu-check  exporter check on a real NVIDIA GPU under a torch matmul load"
+	@echo "make image      build the container image llm-loadsuite:VERSION and :latest (needs docker)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=python3.11)")'
@@ -69,6 +70,13 @@ report: setup
 
 exporter: setup
 	$(PY) -m exporters $(ARGS)
+
+# The container image (Dockerfile; docs/several-machines.md). VERSION: pyproject.toml's version.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker, which is not installed here (docs/several-machines.md)" >&2; exit 2; }
+	@docker info >/dev/null 2>&1 || { echo "make image: docker is installed but cannot reach its daemon (start it, or set DOCKER_HOST)" >&2; exit 2; }
+	docker build -t llm-loadsuite:$(VERSION) -t llm-loadsuite:latest .
 
 clean:
 	rm -rf $(VENV) .venv-vllm .cache .pytest_cache

@@ -45,6 +45,13 @@ WARNING_CODES: dict[str, str] = {
     "missing_stage_timeline": "stages.csv is missing or lacks a stage; its steady window was "
     "estimated from the records' start times.",
     "unmapped_series": "Prometheus series that could not be mapped to an endpoint were ignored.",
+    "worker_lost": "A worker process of a distributed run stopped sending records before the run "
+    "ended (its host died or its network went): the records it sent until then are kept; what it "
+    "did after that is missing, and its users moved to the other workers (or the load dropped). "
+    "The manifest's workers[] names it, with when its last batch arrived.",
+    "worker_clock": "A worker's clock was more than 10 ms off the master's: its requests' start "
+    "times (and so which stage window they fall in) are shifted by that much; durations are not "
+    "affected.",
     "endpoint_down": "An endpoint failed every request for at least 1 s (a down window, "
     "analysis/outages.py). Clients retrying a down endpoint fail fast and often, so the "
     "per-request error rate overstates how long it was down: read failures per second, down "

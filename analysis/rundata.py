@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.rundir import (LOCUST_LOG, METRICS, RECORD_FIELDS, RECORDS, STAGE_PHASES, STAGES,
                          Manifest, ManifestError, RunStatus, phase_column, read_manifest)
+from core.rundir.manifest import CLOCK_WARN_S
 from core.rundir.read import (locust_chat_requests, missing_metric_columns, normalise_metrics,
                               read_metrics_table, read_records_table, read_stages, records_frame)
 
@@ -164,6 +165,8 @@ def load_run(run_dir: Path, manifest: Manifest | None = None,
     stages, stages_truncated = read_stages(run_dir / STAGES)
     if manifest.status != RunStatus.COMPLETE:
         warnings.add("incomplete_run", incomplete_text(ref, manifest, stages), ref)
+    for text in worker_texts(ref, manifest, stages):
+        warnings.add(*text, ref)
     if stages_truncated:
         warnings.add("truncated_file", f"run {ref}: {STAGES} ends mid-line", ref)
     metrics = read_metrics_csv(run_dir / METRICS, ref, warnings)
@@ -175,6 +178,34 @@ def load_run(run_dir: Path, manifest: Manifest | None = None,
 
 def _num(x: Any) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+
+
+def worker_texts(run: RunRef | str, manifest: Manifest,
+                 stages: pd.DataFrame) -> list[tuple[str, str]]:
+    """The worker_lost and worker_clock warnings of a distributed run (manifest workers[])."""
+    out = []
+    start = _num(manifest.start_unix)
+    for w in manifest.workers or []:
+        if w.lost:
+            last = _num(w.last_batch_unix)
+            when = ("before its first batch" if math.isnan(last) else
+                    f"after {last - start:.1f} s into the run{_stage_at(stages, last)}"
+                    if not math.isnan(start) else "at an unknown time")
+            out.append(("worker_lost", f"run {run}: worker {w.worker} ({w.host or '?'}) stopped "
+                        f"sending records {when}; its {w.records} records until then are kept"))
+        offset = _num(w.clock_offset_s)
+        if abs(offset) > CLOCK_WARN_S:
+            out.append(("worker_clock", f"run {run}: worker {w.worker} ({w.host or '?'}): clock "
+                        f"{offset * 1e3:+.1f} ms off the master's"))
+    return out
+
+
+def _stage_at(stages: pd.DataFrame, t: float) -> str:
+    """' (stage N)' for the stage running at unix time t, or ''."""
+    if stages is None or stages.empty or "ramp_unix" not in stages:
+        return ""
+    started = stages[stages["ramp_unix"] <= t]
+    return f" (stage {int(started['stage'].iloc[-1]) + 1})" if len(started) else ""
 
 
 def incomplete_text(run: RunRef | str, manifest: Manifest, stages: pd.DataFrame) -> str:

@@ -9,6 +9,7 @@ BENCHES = [
     ("load generator: speed and accuracy against the stub", "bench.bench_client", []),
     ("exporter: scrape latency and CPU with 8 fake GPUs", "bench.bench_exporter", []),
     ("report: 1,000,000 records and 2 h of metric samples", "bench.bench_report", []),
+    ("distributed: 1 and 2 worker processes, the master's own cost", "bench.bench_scaling", []),
     ("wire truth: the client's timings against a packet capture (stub and real vLLM)",
      "bench.bench_wire", []),
 ]

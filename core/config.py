@@ -13,6 +13,7 @@ file and for command-line overrides alike.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -127,6 +128,18 @@ class SuiteConfig:
     def to_public_dict(self) -> dict[str, Any]:
         """The config as plain data for manifests: env var names only, never key values."""
         return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short fingerprint of everything that shapes the load (the file's content, not its
+        path): a distributed run's workers must have the master's config."""
+        data = self.to_file_dict()
+        prompts = data["load"].get("prompts_file")
+        if prompts:   # hosts keep the file in different places: its content is what counts
+            path = Path(prompts)
+            data["load"]["prompts_file"] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                                            if path.is_file() else "missing")
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_file_dict(self) -> dict[str, Any]:
         """The config in the file's own shape (loadable again with parse_config)."""

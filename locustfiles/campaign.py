@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 import os
 import signal
 import socket
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from core import rundir, secrets
-from core.config import ConfigError, SuiteConfig, known_secrets
+from core.config import ConfigError, SuiteConfig, known_secrets, load_overrides
+from core.rundir.manifest import WorkerProcess
 from deploy.local.ports import local_origins
 from deploy.local.procs import pdeathsig_preexec
 from locustfiles.campaign_args import build_parser, check_arguments, resolve_config
+from locustfiles.cliargs import live_flag_args
 from locustfiles.plan import build_plan, locate, total_duration_s, user_class_name
 from locustfiles.prompts import ConfigPromptError, check_prompts
 
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILES = f"{ROOT / 'locustfiles' / 'users.py'},{ROOT / 'locustfiles' / 'sweep.py'}"
 PROGRESS_EVERY_S = 5.0
 STOP_GRACE_S = 30.0   # after a stop signal, how long Locust gets to write its results
+REFUSED_EXIT_CODE = 2  # Locust refused the run (a config or a worker that cannot work)
 
 
 class Interrupted(Exception):
@@ -67,9 +71,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class RemoteWorkers:
+    """Where a run's master waits for workers started on other hosts."""
+
+    expect: int
+    bind_host: str
+    bind_port: int
+    max_wait_s: float
+    max_clock_offset_s: float
+
+    def master_flags(self) -> list[str]:
+        return ["--master", "--master-bind-host", self.bind_host,
+                "--master-bind-port", str(self.bind_port), "--expect-workers", str(self.expect),
+                "--expect-workers-max-wait", f"{self.max_wait_s:g}",
+                "--max-clock-offset-s", f"{self.max_clock_offset_s:g}",
+                # a worker host that dies: its users move to the others, the stage keeps its load
+                "--enable-rebalancing"]
+
+
 def locust_commands(config_path: Path, run_dir: Path, class_name: str, repetition: int,
-                    campaign: str, workers: int, stop_timeout: float) -> list[list[str]]:
-    """The Locust command lines of one run: [master-or-local] + workers."""
+                    campaign: str, workers: int, stop_timeout: float,
+                    main_extra: tuple[str, ...] = (),
+                    remote: RemoteWorkers | None = None) -> list[list[str]]:
+    """The Locust command lines of one run: [master-or-local] + local workers. ``main_extra``:
+    more flags for the master (or the local process) only, e.g. where it serves live metrics.
+    With ``remote``, the master alone: its workers run on other hosts."""
     base = [sys.executable, "-m", "locust", "-f", LOCUSTFILES,
             "--endpoints-file", str(config_path)]
     main = base + ["--headless", "--run-dir", str(run_dir), "--repetition", str(repetition),
@@ -78,7 +105,10 @@ def locust_commands(config_path: Path, run_dir: Path, class_name: str, repetitio
                    "--json-file", str(run_dir / rundir.LOCUST_JSON),
                    "--logfile", str(run_dir / rundir.LOCUST_LOG),
                    "--stop-timeout", f"{stop_timeout:g}", "--only-summary",
-                   "--exit-code-on-error", "0", class_name]
+                   "--exit-code-on-error", "0", *main_extra, class_name]
+    if remote is not None:
+        main[main.index("--headless"):main.index("--headless")] = remote.master_flags()
+        return [main]
     if workers <= 0:
         return [main]
     port = _free_port()
@@ -253,7 +283,24 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
 
     order = [(rep, ep) for rep in range(1, load.repetitions + 1) for ep in config.endpoints]
     planned = total_duration_s(build_plan(load))
-    per_run = planned + args.stop_timeout + 30
+    per_run = planned + args.stop_timeout + 30 + (args.expect_workers_max_wait
+                                                  if args.expect_workers else 0)
+    remote = None
+    if args.expect_workers:
+        remote = RemoteWorkers(args.expect_workers, args.master_bind_host, args.master_bind_port,
+                               args.expect_workers_max_wait, args.max_clock_offset_s)
+        print(f"each run waits up to {remote.max_wait_s:g}s for {remote.expect} remote workers "
+              f"on {remote.bind_host}:{remote.bind_port}; on each worker host run:\n"
+              f"  python -m locustfiles.remote_worker --master-host <this host> "
+              f"--master-port {remote.bind_port} --config-port {args.llm_metrics_port}\n"
+              "(the workers take each run's config from the master)" if args.llm_metrics_port
+              else f"  python -m locustfiles.remote_worker --master-host <this host> "
+              f"--master-port {remote.bind_port} --endpoints-file <the same endpoints file>"
+              f"{' <the same load flags>' if given_load_flags(args) else ''}", flush=True)
+    if args.llm_metrics_port:
+        print(f"live metrics while a run goes: http://{live_flag_args(args)[3]}:"
+              f"{args.llm_metrics_port}/metrics (Prometheus: deploy/prometheus; Grafana: "
+              "deploy/grafana)", flush=True)
     print(f"campaign {campaign_dir}: {len(order)} runs of about {planned:.0f}s each "
           f"({len(config.endpoints)} endpoints x {load.repetitions} repetitions, alternating; "
           f"streams in flight at a run's end get up to {args.stop_timeout:g}s more)", flush=True)
@@ -261,6 +308,7 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
                                "status": "running", "order": [],
                                "config": config.to_public_dict()}
     failed = 0
+    refused = False
     stopped_by: Interrupted | None = None
     for number, (rep, ep) in enumerate(order, 1):
         class_name = user_class_name(load.mode, ep.label)
@@ -268,7 +316,8 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
         title = f"run {number}/{len(order)} [{ep.label} rep {rep}]"
         print(f"{title}: starting -> {run_dir}", flush=True)
         commands = locust_commands(config_path, run_dir, class_name, rep, campaign_dir.name,
-                                   args.workers, args.stop_timeout)
+                                   args.workers, args.stop_timeout, tuple(live_flag_args(args)),
+                                   remote)
         entry: dict[str, Any] = {"run_dir": str(run_dir.relative_to(campaign_dir)),
                                  "endpoint": ep.label, "repetition": rep}
         summary["order"].append(entry)
@@ -281,6 +330,11 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
         entry.update(run_outcome(run_dir, code, title))
         if entry["status"] != "complete":
             failed += 1
+        if code == REFUSED_EXIT_CODE:   # the run refused its setting: the next would too
+            print(f"{title} was refused (exit {code}): starting no more runs", file=sys.stderr,
+                  flush=True)
+            refused = True
+            break
     summary["ended_unix"] = time.time()
     summary["status"] = ("interrupted" if stopped_by else "failed" if failed else "complete")
     if stopped_by:
@@ -305,6 +359,8 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
     print(f"results: {campaign_dir}", flush=True)
     if stopped_by:
         return exit_code_for(stopped_by.signum)
+    if refused:
+        return REFUSED_EXIT_CODE
     return 1 if failed or report_code else 0
 
 
@@ -338,8 +394,30 @@ def run_outcome(run_dir: Path, code: int, title: str) -> dict[str, Any]:
     print(f"{title}: done, {m.records_written} records "
           f"(Locust counted {m.locust_requests}), "
           f"generator CPU max {lg.max_cpu_percent or 0:.0f}%{warn}", flush=True)
+    for line in worker_lines(m.workers or []):
+        print(line, flush=True)
     outcome["status"] = "complete"
     return outcome
+
+
+def given_load_flags(args: argparse.Namespace) -> list[str]:
+    """The [load] settings given on the command line (remote workers need them too)."""
+    return [name for name, value in load_overrides(args).items() if value is not None]
+
+
+def worker_lines(workers: list[WorkerProcess]) -> list[str]:
+    """A distributed run's workers as the campaign prints them: clocks, and any loss."""
+    lines = []
+    for w in workers:
+        clock = (f"clock {w.clock_offset_s * 1e3:+.2f} ms (+-{(w.clock_error_s or 0) * 1e3:.2f})"
+                 if w.clock_offset_s is not None else "clock not measured")
+        lost = ""
+        if w.lost:
+            when = (time.strftime("%H:%M:%S", time.localtime(w.last_batch_unix))
+                    if w.last_batch_unix else "the start")
+            lost = f", LOST: no records after {when}"
+        lines.append(f"    worker {w.worker} on {w.host or '?'}: {w.records} records, {clock}{lost}")
+    return lines
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,7 @@ import re
 
 from core.config import (ConfigError, SuiteConfig, add_load_flags, load_config, load_overrides,
                          refuse_secrets, with_overrides)
+from locustfiles.cliargs import add_live_flags
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -45,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results", help="where results folders go")
     p.add_argument("--workers", type=int, default=0,
                    help="Locust worker processes per run (0: one local process)")
+    remote = p.add_argument_group(
+        "remote workers (docs/several-machines.md)",
+        "Wait for Locust workers started on other hosts (python -m locustfiles.remote_worker) "
+        "and run every run on them; they reconnect by themselves between runs.")
+    remote.add_argument("--expect-workers", type=int, default=0, metavar="N",
+                        help="the number of remote worker processes each run waits for")
+    remote.add_argument("--master-bind-host", default="0.0.0.0", metavar="ADDR",
+                        help="address the master listens on for workers (default 0.0.0.0)")
+    remote.add_argument("--master-bind-port", type=int, default=5557, metavar="PORT",
+                        help="port the master listens on for workers (default 5557)")
+    remote.add_argument("--expect-workers-max-wait", type=float, default=120.0, metavar="S",
+                        help="how long a run waits for its workers (default 120)")
+    remote.add_argument("--max-clock-offset-s", type=float, default=1.0, metavar="S",
+                        help="refuse a worker whose clock is further than this from the "
+                        "master's (default 1.0; above 10 ms it is reported)")
     p.add_argument("--stop-timeout", type=float, default=30.0,
                    help="seconds in-flight streams get to finish when a run ends")
     p.add_argument("--no-preflight", action="store_true", help="skip the endpoint checks")
@@ -52,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-args", default="", help="extra arguments for python -m analysis")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a note printed first in the report (repeatable)")
+    add_live_flags(p.add_argument_group("live view"))
     add_load_flags(p.add_argument_group("load settings (override [load] in the endpoints file)"))
     return p
 
@@ -81,6 +98,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--stop-timeout {args.stop_timeout:g}: give seconds >= 0")
     if args.workers < 0:
         raise ConfigError(f"--workers {args.workers}: give 0 (one local process) or more")
+    if args.expect_workers < 0 or (args.expect_workers and args.workers):
+        raise ConfigError("--expect-workers N (remote workers) and --workers N (local worker "
+                          "processes) do not go together: give one of them")
+    if not 1 <= args.master_bind_port <= 65535:
+        raise ConfigError(f"--master-bind-port {args.master_bind_port}: give a port (1-65535)")
+    if args.expect_workers_max_wait <= 0 or args.max_clock_offset_s <= 0:
+        raise ConfigError("--expect-workers-max-wait and --max-clock-offset-s: give seconds > 0")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", args.label):
         raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '-' or '.' "
                           "(it names the results folder)")

@@ -143,3 +143,10 @@ def response_body_buffer(response: Any) -> bytearray:
 
 def raw_socket(sock: Any) -> Any:
     return sock._sock
+
+
+def missing_workers(runner: Any) -> int:
+    """A master's workers that stopped sending heartbeats (Locust's ``clients.missing``); 0 for
+    any other runner. Their requests counted by Locust and the records they sent can differ."""
+    clients = getattr(runner, "clients", None)
+    return len(getattr(clients, "missing", ()) or ()) if clients is not None else 0

@@ -14,6 +14,7 @@ from typing import Any
 import gevent
 
 from core.config import SuiteConfig
+from locustfiles.livemetrics import LiveFigures, LiveStatus
 from locustfiles.messages import MSG_STAGE, StageTags
 from locustfiles.plan import Stage, build_plan
 from locustfiles.sender import RecordSender, worker_id
@@ -37,10 +38,15 @@ class RunContext:
         self.run_id = ""
         self.sender: RecordSender | None = None   # where users run (local, worker)
         self.writer: RunWriter | None = None      # where the run directory is written (local, master)
+        self.live: LiveFigures | None = None      # the live view's figures (local, master)
+        self.tags = StageTags()                   # the tags last broadcast (local, master)
+        self.roster: Any = None                   # the master's WorkerRoster (workers.py)
+        self.refusal = ""                         # why the master refused the run, if it did
 
     def broadcast(self, tags: StageTags) -> None:
         """Send the current tags to every process that runs users (the run's identity too)."""
         tags.run_id, tags.repetition = self.run_id, self.repetition
+        self.tags = tags
         self.environment.runner.send_message(MSG_STAGE, tags.to_payload())
 
     def manual_tags_loop(self) -> None:
@@ -54,6 +60,21 @@ class RunContext:
         if self.environment.shape_class is None and self.environment.runner is not None:
             self.broadcast(StageTags(-1, self.environment.runner.target_user_count or 0,
                                      "manual", 0.0))
+
+
+    def live_status(self) -> LiveStatus:
+        """The run's state now, for the live metrics (master/local)."""
+        env, tags = self.environment, self.tags
+        runner = env.runner
+        open_loop = self.load.mode == "open"
+        return LiveStatus(
+            run_id=self.run_id, repetition=self.repetition, campaign=self.campaign,
+            mode="shape" if env.shape_class is not None else "manual", load_mode=self.load.mode,
+            users=int(getattr(runner, "user_count", 0) or 0), stage=tags.stage,
+            stage_users=tags.users, phase=tags.phase,
+            target_rate=tags.rate_per_user * tags.users if open_loop and tags.stage >= 0 else 0.0,
+            endpoints=tuple(sorted(cls.endpoint_label for cls in env.user_classes
+                                   if getattr(cls, "endpoint_label", None))))
 
 
 def attach(environment: Any, ctx: RunContext) -> None:

@@ -64,6 +64,7 @@ class LoopLagProbe:
     (steady phase, or the manual run) until the next batch of records takes them home."""
 
     samples: dict[str, list[float]] = field(default_factory=dict)
+    worst_s: float = 0.0   # the worst lateness since the last take, in any phase (live view)
 
     def run(self, tags_of: Callable[[], Any]) -> None:
         due = time.perf_counter() + LOOP_TICK_S
@@ -71,6 +72,7 @@ class LoopLagProbe:
             gevent.sleep(max(0.0, due - time.perf_counter()))
             now = time.perf_counter()
             tags = tags_of()
+            self.worst_s = max(self.worst_s, now - due)
             if tags.phase in ("steady", "manual"):
                 self.samples.setdefault(str(tags.stage), []).append(round(now - due, 6))
             due = max(due + LOOP_TICK_S, now)  # a late wake-up is one sample, not a backlog
@@ -78,6 +80,11 @@ class LoopLagProbe:
     def take(self) -> dict[str, list[float]]:
         taken, self.samples = self.samples, {}
         return taken
+
+    def take_worst(self) -> float:
+        """The worst lateness since the last call (seconds), whatever the phase."""
+        worst, self.worst_s = self.worst_s, 0.0
+        return round(worst, 6)
 
 
 def lag_summary(samples: list[float]) -> dict[str, float]:

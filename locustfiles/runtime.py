@@ -18,15 +18,22 @@ Hooks (``install``):
 - ``init_command_line_parser``: the suite's flags (``cliargs.add_arguments``);
 - ``init``: the config (a config that cannot work is a clean exit 2 with its message), the
   context, the messages each process handles, the writer or the sender and their greenlets;
+  where the run directory is written, the live view too: every batch also goes to
+  ``LiveFigures`` (``livemetrics.py``), served on ``--llm-metrics-port`` and in the web UI's
+  LLM tab (``webtab.py``);
 - ``test_start`` / ``test_stop``: the CPU window; a process's last batch when its test stops;
+- ``worker_connect`` (master): the worker's clock and config are checked (``workers.py``);
 - ``quitting``: a run stopped before its plan ended is stopped and finalized as interrupted, one
   that recorded nothing as failed; the run directory is finalized.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,17 +41,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import gevent
-from locust.runners import (STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner,
-                            WorkerRunner)
+from locust.runners import (STATE_INIT, STATE_RUNNING, STATE_SPAWNING, LocalRunner,
+                            MasterRunner, WorkerRunner)
 
 from core import secrets
 from core.config import known_secrets
 from core.rundir.manifest import RunStatus
 from locustfiles import compat
 from locustfiles.cliargs import add_arguments, config_from_options
+from locustfiles import livemetrics, webtab
 from locustfiles.context import RunContext, attach, find_context, run_context
-from locustfiles.messages import MSG_FLUSH, MSG_RECORDS, MSG_STAGE, RecordBatch, StageTags
+from locustfiles.messages import (MSG_CLOCK, MSG_CLOCK_REPLY, MSG_FLUSH, MSG_RECORDS, MSG_STAGE,
+                                  ClockProbe, ClockReply, RecordBatch, StageTags)
 from locustfiles.sender import RecordSender
+from locustfiles.workers import DEFAULT_MAX_CLOCK_OFFSET_S, WorkerRoster, reply_to_probe
 from locustfiles.writer import (FINAL_FLUSH_TIMEOUT_S, RunWriter, build_manifest, capture_targets,
                                 default_run_dir, endpoint_labels, locust_chat_requests)
 
@@ -100,6 +110,11 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         _start_writer(ctx, environment, runner, options)
     if isinstance(runner, MasterRunner):
         ctx.writer.track_own_cpu(f"{ctx.worker} (master)")
+        _start_roster(ctx, environment, runner, options)
+    if isinstance(runner, WorkerRunner):
+        digest, host = config.digest(), socket.gethostname()
+        runner.register_message(MSG_CLOCK, lambda environment, msg, **kw: reply_to_probe(
+            runner.send_message, ClockProbe.from_payload(msg.data), ctx.worker, host, digest))
     if runs_users:
         def on_flush(environment: Any, msg: Any, **kw: Any) -> None:
             sender.cpu.mark_stop()
@@ -115,11 +130,93 @@ def _start_writer(ctx: RunContext, environment: Any, runner: Any, options: Any) 
     if ctx.sender is not None:  # a local run: its own records carry the run's identity at once
         ctx.sender.tags.run_id, ctx.sender.tags.repetition = ctx.run_id, ctx.repetition
     writer = ctx.writer = RunWriter(run_dir, build_manifest(ctx, environment, run_dir))
-    runner.register_message(MSG_RECORDS, lambda environment, msg, **kw:
-                            writer.on_batch(RecordBatch.from_payload(msg.data)))
+    live = ctx.live = livemetrics.LiveFigures()
+
+    def on_records(environment: Any, msg: Any, **kw: Any) -> None:
+        batch = RecordBatch.from_payload(msg.data)
+        writer.on_batch(batch)
+        live.add_batch(batch)
+        if ctx.roster is not None:
+            ctx.roster.on_batch(batch)
+
+    runner.register_message(MSG_RECORDS, on_records)
     writer.start_capture(capture_targets(ctx.config, endpoint_labels(environment)))
+    _start_live_view(ctx, environment, options)
     gevent.spawn(ctx.manual_tags_loop)
     log.info("writing the run directory %s", run_dir)
+
+
+def _start_roster(ctx: RunContext, environment: Any, runner: Any, options: Any) -> None:
+    """The master's workers: their clocks and configs checked as they connect."""
+    roster = ctx.roster = WorkerRoster(
+        runner.send_message, ctx.config.digest(),
+        float(getattr(options, "max_clock_offset_s", None) or DEFAULT_MAX_CLOCK_OFFSET_S),
+        lambda reason: refuse_run(ctx, environment, reason))
+    environment.events.worker_connect.add_listener(
+        lambda client_id, **kw: roster.on_connect(client_id))
+    runner.register_message(MSG_CLOCK_REPLY, lambda environment, msg, **kw:
+                            roster.on_clock_reply(ClockReply.from_payload(msg.data)))
+    expect = int(getattr(options, "expect_workers", 0) or 0)
+    max_wait = float(getattr(options, "expect_workers_max_wait", 0) or 0)
+    if getattr(options, "headless", False) and expect and max_wait:
+        gevent.spawn(_workers_watchdog, ctx, environment, runner, expect, max_wait)
+
+
+def _workers_watchdog(ctx: RunContext, environment: Any, runner: Any, expect: int,
+                      max_wait: float) -> None:
+    """Locust gives up on missing workers with a bare exit; end the run first, as failed, with
+    the figures (so the manifest never stays 'running')."""
+    gevent.sleep(max(0.0, max_wait - 1.0))
+    if runner.state not in USERS_RUNNING and runner.worker_count < expect:
+        refuse_run(ctx, environment, f"{expect} worker(s) expected, {runner.worker_count} "
+                   f"connected within {max_wait:g} s (--expect-workers-max-wait): start them "
+                   "(python -m locustfiles.remote_worker) and check that they reach the master")
+
+
+def refuse_run(ctx: RunContext, environment: Any, reason: str) -> None:
+    """A worker that cannot take part (another config, a clock too far off): the run stops and
+    is finalized as failed with the reason; Locust exits 2."""
+    if ctx.refusal:
+        return
+    ctx.refusal = reason
+    log.error("refusing the run: %s", reason)
+    sys.stderr.write(f"error: {reason}\n")
+    environment.process_exit_code = BAD_CONFIG_EXIT_CODE
+    if getattr(environment.parsed_options, "headless", False) and runner_waiting(environment):
+        # Locust is still waiting for its workers: its shutdown (and its SIGTERM handler) comes
+        # only after that wait, so finalize here (as failed, with the reason), tell the workers
+        # to quit, and leave
+        on_quitting(environment)
+        environment.runner.quit()
+        logging.shutdown()
+        os._exit(BAD_CONFIG_EXIT_CODE)
+    # Locust's own SIGTERM handling: its shutdown fires quitting, and the run is finalized as
+    # failed, with this reason
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def runner_waiting(environment: Any) -> bool:
+    """The runner has not started its test yet (a headless master waiting for workers)."""
+    return environment.runner.state == STATE_INIT
+
+
+def _start_live_view(ctx: RunContext, environment: Any, options: Any) -> None:
+    """The live metrics on their port, and the LLM tab when the web UI runs."""
+    live, writer = ctx.live, ctx.writer
+    port = getattr(options, "llm_metrics_port", 0)
+    if port:
+        collector = livemetrics.LiveCollector(live, ctx.live_status)
+        config_json = json.dumps({"run": f"{ctx.campaign}/{ctx.run_id}",
+                                  "config": ctx.config.to_file_dict()}).encode()
+        livemetrics.serve(livemetrics.registry_for(collector),
+                          getattr(options, "llm_metrics_host", None) or "127.0.0.1", port,
+                          lambda: config_json)
+    if environment.web_ui is not None:
+        def rows() -> list[dict[str, Any]]:
+            latest = writer.capture.latest() if writer.capture is not None else {}
+            return webtab.tab_rows(live.recent_requests(), latest, endpoint_labels(environment))
+
+        webtab.install(environment.web_ui, rows)
 
 
 def on_test_start(environment: Any, **_kwargs: Any) -> None:
@@ -156,7 +253,8 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
     if shape is not None and not shape.plan_finished:
         now = time.time()
         log.warning("the run was stopped before its plan ended: finalizing it as interrupted")
-        shape.interrupt(runner, now)
+        if runner.state != STATE_INIT:   # users ran: stop them and collect their last records
+            shape.interrupt(runner, now)
         status, details["interrupted_unix"] = RunStatus.INTERRUPTED, now
     elif shape is None and runner.state in USERS_RUNNING:
         # A run by hand ends here (Ctrl-C, SIGTERM, the web UI's quit). Stop the users before
@@ -168,12 +266,17 @@ def on_quitting(environment: Any, **_kwargs: Any) -> None:
     if isinstance(runner, LocalRunner) and ctx.sender.buffer:
         ctx.sender.flush(final=True)
     writer = ctx.writer
-    if writer.records.rows_written == 0 and status == RunStatus.COMPLETE:
+    if ctx.refusal:
+        status, details["failure_reason"] = RunStatus.FAILED, ctx.refusal
+        environment.process_exit_code = BAD_CONFIG_EXIT_CODE
+    elif writer.records.rows_written == 0 and status == RunStatus.COMPLETE:
         status = RunStatus.FAILED
         details["failure_reason"] = ("no request was recorded: no user sent one (see the errors "
                                      "above in this log)")
         log.error("the run recorded no requests: marking it failed")
         environment.process_exit_code = 1
+    if ctx.roster is not None:
+        details["workers"] = ctx.roster.summary()
     writer.finalize(status, locust_chat_requests(environment), **details)
     log.info("run directory %s: %s (%d records)", writer.run_dir, status,
              writer.records.rows_written)

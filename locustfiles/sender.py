@@ -39,6 +39,7 @@ class RecordSender:
         # request ids: unique across processes and hosts without coordination
         self._id_prefix = f"{os.getpid():x}{os.urandom(4).hex()}"
         self._requests = 0
+        self.in_flight: dict[str, int] = {}   # endpoint -> streams between new_record and add
         self.cpu = CpuTracker()
         self.loop_lag = LoopLagProbe()
 
@@ -49,18 +50,22 @@ class RecordSender:
     def new_record(self, endpoint_label: str, model: str, client: str) -> RequestRecord:
         tags = self.tags
         self._requests += 1
+        self.in_flight[endpoint_label] = self.in_flight.get(endpoint_label, 0) + 1
         return RequestRecord(run_id=tags.run_id, endpoint=endpoint_label, model=model,
                              repetition=tags.repetition, stage=tags.stage,
                              stage_users=tags.users, phase=tags.phase, worker=self.worker,
                              client=client, request_id=f"{self._id_prefix}-{self._requests:x}")
 
     def add(self, record: RequestRecord) -> None:
+        self.in_flight[record.endpoint] = max(0, self.in_flight.get(record.endpoint, 1) - 1)
         self.buffer.append([getattr(record, name) for name in RECORD_FIELDS])
 
     def flush(self, final: bool = False) -> None:
         rows, self.buffer = self.buffer, []
         batch = RecordBatch(worker=self.worker, rows=rows, cpu=self.cpu.summary(),
-                            loop_lag=self.loop_lag.take(), final=final)
+                            loop_lag=self.loop_lag.take(),
+                            loop_lag_worst_s=self.loop_lag.take_worst(),
+                            in_flight=dict(self.in_flight), final=final)
         try:
             self.runner.send_message(MSG_RECORDS, batch.to_payload())
         except Exception:

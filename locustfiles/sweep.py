@@ -16,6 +16,7 @@ from typing import Any
 from locust import LoadTestShape
 from locust.runners import MasterRunner
 
+from locustfiles import compat
 from locustfiles.context import RunContext, run_context
 from locustfiles.messages import MSG_FLUSH, StageTags
 from locustfiles.plan import Stage, locate
@@ -137,7 +138,10 @@ class LoadPlanShape(LoadTestShape):
         expected = generators(runner) if isinstance(runner, MasterRunner) else 1
         complete = writer is not None and writer.final_batches >= expected
         counted = locust_chat_requests(ctx.environment)
-        in_sync = writer is None or counted == writer.records.rows_written
+        # a lost worker (its host died): Locust counted what it last reported, the records hold
+        # what its last batch carried; they cannot agree, and no later batch will come
+        in_sync = (writer is None or counted == writer.records.rows_written
+                   or compat.missing_workers(runner) > 0)
         if (complete and in_sync) or now - self._stopping_since > limit:
             if not (complete and in_sync):
                 log.warning("ending with %s of %d final record batches and %d records for %d "

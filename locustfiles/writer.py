@@ -27,7 +27,7 @@ from core.config import SuiteConfig
 from core.rundir import series
 from core.rundir.capture import MetricsCapture, ScrapeTarget
 from core.rundir.manifest import (Host, LoadGeneratorSummary, LoopLag, Manifest, ProcessCpu,
-                                  RunStatus, Versions, suite_version)
+                                  RunStatus, Versions, WorkerProcess, suite_version)
 from locustfiles.messages import RecordBatch
 from locustfiles.plan import total_duration_s
 from locustfiles.probes import CPU_SATURATED_SECONDS, CpuTracker, lag_summary
@@ -93,8 +93,10 @@ class RunWriter:
         self.cpu_by_process[process] = summary
 
     def track_own_cpu(self, process: str) -> gevent.Greenlet:
-        """Sample this process's own CPU (a master, which runs no users) about once a second."""
+        """Sample this process's own CPU (a master, which runs no users) about once a second;
+        its cpu_seconds count from now (the master's whole run)."""
         tracker = CpuTracker()
+        tracker.mark_start()
 
         def sample() -> None:
             while True:
@@ -127,7 +129,8 @@ class RunWriter:
                                for stage, samples in sorted(self.loop_lag.items()) if samples})
 
     def finalize(self, status: str, locust_requests: int, *, interrupted_unix: float | None = None,
-                 failure_reason: str | None = None) -> None:
+                 failure_reason: str | None = None,
+                 workers: list[WorkerProcess] | None = None) -> None:
         """Close every file and write the manifest's end: status, counts, and (when they apply)
         when the run was interrupted or why it failed."""
         if self.capture is not None:
@@ -140,7 +143,8 @@ class RunWriter:
                              records_written=self.records.rows_written,
                              locust_requests=locust_requests,
                              load_generator=self.load_generator_summary(),
-                             interrupted_unix=interrupted_unix, failure_reason=failure_reason)
+                             interrupted_unix=interrupted_unix, failure_reason=failure_reason,
+                             workers=workers)
         rundir.write_manifest(self.run_dir, self.manifest)
 
 

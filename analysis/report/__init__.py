@@ -1,12 +1,15 @@
-"""The report: sections rendered to HTML (plots inline) and Markdown, tables to CSV/JSON.
+"""The report: sections rendered to HTML (interactive plots, inline) and Markdown (PNG plots),
+tables to CSV/JSON.
 
     write_report(result, out_dir) -> {"html": ..., "md": ..., "summary": ..., "tables": [...]}
     summary_text(result) -> str    (one screen for the terminal)
 
 The parts: model.py (Section, Table, formatters, lookups), tables.py (each table, rows and
-columns from analysis.catalogue), sections.py (each section, in order), figures.py (the plots),
+columns from analysis.catalogue), sections.py (each section, in order), figures.py (each plot's
+data, once, and its PNG), interactive.py (the same data drawn with plotly for report.html),
 html.py (with its CSS), markdown.py, summary.py (summary.json and the terminal summary). Every
-file is written through ``_write``, which scrubs it (core.secrets).
+text file is written through ``_write``, which scrubs it (core.secrets); the inlined plotly.js
+passes through it unchanged (a test checks).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from core import secrets
 
 from .html import render_html
 from .markdown import render_markdown
-from .model import Section, Table, records_json
+from .model import Section, Table, figure_file, records_json
 from .sections import build_sections
 from .summary import summary_dict, summary_text
 
@@ -38,7 +41,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_report(result, out_dir: Path, progress=None) -> dict[str, Any]:
-    """Write report.html, report.md, summary.json and tables/ into out_dir."""
+    """Write report.html, report.md, summary.json, tables/ and figures/ into out_dir."""
     from .figures import all_figures
     out_dir = Path(out_dir)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
@@ -59,6 +62,9 @@ def write_report(result, out_dir: Path, progress=None) -> dict[str, Any]:
         _write(out_dir / "tables" / f"{t.name}.json",
                json.dumps(records_json(raw), indent=1, allow_nan=False))
         written.append(csv_path)
+    (out_dir / "figures").mkdir(exist_ok=True)
+    for fid, _, png, _ in figures:     # the static figures of report.md
+        (out_dir / figure_file(fid)).write_bytes(png)
     html_path = out_dir / "report.html"
     _write(html_path, render_html(result, sections))
     md_path = out_dir / "report.md"

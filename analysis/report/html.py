@@ -1,4 +1,9 @@
-"""The report as one HTML file (report.html): its CSS, every text escaped, figures inline."""
+"""The report as one HTML file (report.html): its CSS, every text escaped, figures inline.
+
+Figures with data (figures.FigureData) are drawn interactively by plotly (interactive.py), with
+plotly.js inlined once before the first; their PNG stays in a <noscript> for viewers without
+scripts. The others are inline PNGs. Nothing is fetched when the page is viewed.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .warn{background:#fff4e5;border:1px solid #f0b36b;padding:.5em 1em}
 .ok{background:#eef8ee;border:1px solid #9c9;padding:.5em 1em}
 figure{margin:1em 0}figcaption{color:#555;font-size:.85em}img{max-width:100%}
+.plot{border:1px solid #eee}
 dl{font-size:.85em}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em}
 nav a{margin-right:.8em;font-size:.9em}
 """
@@ -34,8 +40,32 @@ def _html_table(t: Table) -> str:
             + "".join(body) + "</tbody></table>")
 
 
+INTERACTIVE_HINT = ("Interactive: drag to zoom (one axis: drag along it), double-click to "
+                    "reset, hover a point for its value, click a legend entry to hide or show "
+                    "that endpoint; the toolbar (top right) pans and saves a PNG.")
+
+
+def _figure(payload, library: list[bool]) -> str:
+    """One figure: interactive when it has data (plotly.js inlined before the first one)."""
+    e = html.escape
+    fid, caption, png, data = payload
+    img = (f'<img alt="{e(caption)}" src="data:image/png;base64,'
+           f'{base64.b64encode(png).decode("ascii")}">')
+    if data is None:
+        return f'<figure id="fig-{e(fid)}">{img}<figcaption>{e(caption)}</figcaption></figure>'
+    from . import interactive
+    lib = ""
+    if not library[0]:
+        lib, library[0] = interactive.library_html() + "\n", True
+    return (f'{lib}<figure id="fig-{e(fid)}" class="interactive"><div class="plot">'
+            f"{interactive.render(data)}</div><noscript>{img}</noscript>"
+            f"<figcaption>{e(caption)} <span class=\"hint\">{e(INTERACTIVE_HINT)}</span>"
+            "</figcaption></figure>")
+
+
 def render_html(result, sections: list[Section]) -> str:
     e = html.escape
+    library = [False]     # plotly.js inlined yet?
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{e(report_title(result))}</title><style>{_CSS}</style></head><body>",
              f"<h1>{e(report_title(result))}</h1>",
@@ -57,11 +87,7 @@ def render_html(result, sections: list[Section]) -> str:
                 if payload.note:
                     parts.append(f'<p class="note">{e(payload.note)}</p>')
             elif kind == "figure":
-                fid, caption, png = payload
-                b64 = base64.b64encode(png).decode("ascii")
-                parts.append(f'<figure id="fig-{e(fid)}"><img alt="{e(caption)}" '
-                             f'src="data:image/png;base64,{b64}"><figcaption>{e(caption)}'
-                             "</figcaption></figure>")
+                parts.append(_figure(payload, library))
             elif kind == "defs":
                 parts.append("<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in payload)
                              + "</dl>")

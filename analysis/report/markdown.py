@@ -1,4 +1,5 @@
-"""The report as Markdown (report.md): every text escaped, figures linked into report.html."""
+"""The report as Markdown (report.md): every text escaped, figures as the PNGs in figures/
+(written by write_report), each linked to its interactive version in report.html."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .model import Section, report_title
+from .model import Section, figure_file, report_title
 
 
 def md_escape(text: Any) -> str:
@@ -41,9 +42,11 @@ def render_markdown(result, sections: list[Section]) -> str:
                 if payload.note:
                     out += [f"_{md_escape(payload.note)}_", ""]
             elif kind == "figure":
-                fid, caption, _ = payload
-                out += [f"![{md_escape(caption)}](report.html#fig-{md_escape(fid)}) "
-                        f"(figure in report.html)", ""]
+                fid, caption, _, data = payload
+                where = "interactive" if data is not None else "also"
+                out += [f"![{md_escape(caption)}]({figure_file(fid)})", "",
+                        f"_{md_escape(caption)} ({where} in [report.html]"
+                        f"(report.html#fig-{md_escape(fid)}))_", ""]
             elif kind == "defs":
                 out += [f"- **{md_escape(k)}**: {md_escape(v)}" for k, v in payload] + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -8,6 +8,7 @@ markdown.py), so a model called ``<script>`` is shown, never run.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,20 @@ class Section:
         self.blocks.append(("table", t))
         return self
 
-    def figure(self, fig_id: str, caption: str, png: bytes) -> "Section":
-        self.blocks.append(("figure", (fig_id, caption, png)))
+    def figure(self, fig_id: str, caption: str, png: bytes, data: Any = None) -> "Section":
+        """A figure: its PNG, and its data (figures.FigureData) when report.html draws it
+        interactively (None: the PNG only)."""
+        self.blocks.append(("figure", (fig_id, caption, png, data)))
         return self
 
     def defs(self, pairs: list[tuple[str, str]]) -> "Section":
         self.blocks.append(("defs", pairs))
         return self
+
+
+def figure_file(fig_id: str) -> str:
+    """Where a figure's PNG is written, relative to the report directory (report.md shows it)."""
+    return "figures/" + re.sub(r"[^A-Za-z0-9_.-]", "_", fig_id) + ".png"
 
 
 def isnan(x: Any) -> bool:

@@ -17,13 +17,14 @@ from .model import NA, Lookup, Section, Table, cmp_lookup, ep_name, fmt_level, i
 from .tables import (at_table, by_view_table, comparisons_table, down_tables, errors_table,
                      gpu_memory_table, level_columns_table, per_run_table, runs_table)
 
-Figures = dict[str, tuple[str, str, bytes]]    # id -> (id, caption, png)
+Figure = tuple    # (id, caption, png, figures.FigureData or None): see figures.all_figures
+Figures = dict[str, Figure]    # id -> figure
 
 
 class _Context:
     """What the sections share: the result, its lookups and its figures."""
 
-    def __init__(self, result, figures: list[tuple[str, str, bytes]]):
+    def __init__(self, result, figures: list[Figure]):
         self.result = result
         self.lk = Lookup(result)
         self.cmps = cmp_lookup(result)
@@ -31,7 +32,7 @@ class _Context:
         self.figs: Figures = {f[0]: f for f in figures}
 
 
-def build_sections(result, figures: list[tuple[str, str, bytes]]) -> list[Section]:
+def build_sections(result, figures: list[Figure]) -> list[Section]:
     cx = _Context(result, figures)
     return [make(cx) for make in SECTIONS]
 
@@ -191,8 +192,8 @@ def comparison_section(cx: _Context) -> Section:
 def timeseries_section(cx: _Context) -> Section:
     s = Section("timeseries", "Time series")
     drawn = [f for f in cx.figures if f[0].startswith("timeseries-")]
-    for fid, cap, png in drawn:
-        s.figure(fid, cap, png)
+    for fig in drawn:
+        s.figure(*fig)
     return s if drawn else s.p("No records to plot.")
 
 

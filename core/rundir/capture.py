@@ -168,6 +168,13 @@ class MetricsCapture:
         self._appender: CsvAppender | None = None
         self.scrapes = 0
         self.failures = 0
+        self._latest: dict[tuple[str, str], list[dict]] = {}
+
+    def latest(self) -> dict[tuple[str, str], list[dict]]:
+        """The rows of each target's last successful scrape, by (endpoint, source): what the
+        live view shows."""
+        with self._lock:
+            return dict(self._latest)
 
     def start(self) -> "MetricsCapture":
         if self._threads:
@@ -204,6 +211,8 @@ class MetricsCapture:
             with self._lock:
                 self.scrapes += 1
                 self.failures += 0 if ok else 1
+                if ok:
+                    self._latest[(target.endpoint, target.source)] = rows
                 if self._appender is not None:
                     try:
                         self._appender.write(rows)

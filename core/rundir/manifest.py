@@ -221,6 +221,29 @@ class LoadGeneratorSummary(JsonRecord):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# A worker clock further than this from the master's is reported (the master's log, the campaign,
+# the report's worker_clock warning): it moves requests across stage-window edges.
+CLOCK_WARN_S = 0.010
+
+
+@dataclass
+class WorkerProcess(JsonRecord):
+    """A worker process of a distributed run, as the master saw it (``locustfiles.workers``)."""
+
+    _OMIT_NONE: ClassVar[bool] = True
+
+    worker: str = ""                        # "host:pid", as the records' worker column
+    host: str | None = None
+    clock_offset_s: float | None = None     # its wall clock minus the master's
+    clock_error_s: float | None = None      # the estimate's bound: half its best round trip
+    connected_unix: float | None = None
+    last_batch_unix: float | None = None    # when its last record batch arrived
+    records: int | None = 0
+    final_batch: bool | None = False        # its last batch arrived: nothing of it is missing
+    lost: bool | None = False               # it stopped sending before its final batch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Manifest(JsonRecord):
     """manifest.json. ``config`` is the endpoints/load config without secrets
@@ -247,6 +270,7 @@ class Manifest(JsonRecord):
     load_generator: LoadGeneratorSummary | None = optional()
     interrupted_unix: float | None = optional()   # status interrupted: when it was stopped
     failure_reason: str | None = optional()       # status failed: why
+    workers: list[WorkerProcess] | None = optional()   # distributed runs: each worker process
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- the config, read leniently (analysis) ----
@@ -265,8 +289,10 @@ class Manifest(JsonRecord):
 
     def finish(self, status: str, *, end_unix: float, records_written: int,
                locust_requests: int, load_generator: LoadGeneratorSummary,
-               interrupted_unix: float | None = None, failure_reason: str | None = None) -> None:
-        """The end of the run: its status, counts and load-generator summary."""
+               interrupted_unix: float | None = None, failure_reason: str | None = None,
+               workers: list[WorkerProcess] | None = None) -> None:
+        """The end of the run: its status, counts and load-generator summary (and, in a
+        distributed run, its workers)."""
         self.status = RunStatus(status)
         self.end_unix = end_unix
         self.records_written = records_written
@@ -276,6 +302,8 @@ class Manifest(JsonRecord):
             self.interrupted_unix = interrupted_unix
         if failure_reason is not None:
             self.failure_reason = failure_reason
+        if workers is not None:
+            self.workers = workers
 
     @classmethod
     def from_json(cls, data: Any) -> "Manifest":

@@ -67,6 +67,32 @@ VLLM_GAUGES = (VLLM_RUNNING, VLLM_WAITING, VLLM_KV_CACHE_USAGE, VLLM_GPU_CACHE_U
 VLLM_COUNTERS = (VLLM_GENERATION_TOKENS, VLLM_PROMPT_TOKENS, VLLM_PREEMPTIONS)
 VLLM_HISTOGRAMS = (VLLM_TTFT, VLLM_ITL, VLLM_TPOT, VLLM_E2E, VLLM_QUEUE_TIME)
 
+# ---- the load generator's live metrics (the Locust master's /metrics, locustfiles.livemetrics) ----
+# One scrape of the master is the whole test: workers' figures reach it with their records.
+# Labels: endpoint, model, run, repetition (and stage on the histograms and request counter).
+CLIENT_METRICS_PORT = 9410          # --llm-metrics-port; the exporters beside the servers use 9411+
+CLIENT_PREFIX = "llm_client_"
+CLIENT_TTFT = "llm_client_ttft_seconds"                    # histogram
+CLIENT_TTFAT = "llm_client_ttfat_seconds"                  # histogram: time to first answer token
+CLIENT_ITL = "llm_client_inter_token_latency_seconds"      # histogram: one observation per gap
+CLIENT_TPOT = "llm_client_tpot_seconds"                    # histogram
+CLIENT_E2E = "llm_client_e2e_seconds"                      # histogram: whole request
+CLIENT_REQUESTS = "llm_client_requests_total"              # counter: outcome, error_category
+CLIENT_PROMPT_TOKENS = "llm_client_prompt_tokens_total"
+CLIENT_OUTPUT_TOKENS = "llm_client_output_tokens_total"
+CLIENT_REASONING_TOKENS = "llm_client_reasoning_tokens_total"
+CLIENT_USERS = "llm_client_users"                          # gauge: users running now
+CLIENT_STAGE = "llm_client_stage"                          # gauge: the stage number (-1: by hand)
+CLIENT_PHASE = "llm_client_phase"                          # gauge 1/0 per phase (an enum)
+CLIENT_STAGE_USERS = "llm_client_stage_users"              # gauge: the stage's planned users
+CLIENT_IN_FLIGHT = "llm_client_in_flight_streams"          # gauge: streams open now
+CLIENT_TARGET_RATE = "llm_client_target_rate_per_second"   # gauge: open loop's arrival rate
+CLIENT_LOOP_LAG = "llm_client_event_loop_lag_seconds"      # gauge per worker: worst of the last 5 s
+CLIENT_SEND_LAG = "llm_client_send_lag_seconds"            # gauge: worst send lag of the last 5 s
+CLIENT_RECORDS_BEHIND = "llm_client_last_batch_age_seconds"  # gauge per worker: since its last batch
+CLIENT_RUN_INFO = "llm_client_run_info"                    # gauge 1: run, campaign, mode
+CLIENT_HISTOGRAMS = (CLIENT_TTFT, CLIENT_TTFAT, CLIENT_ITL, CLIENT_TPOT, CLIENT_E2E)
+
 # ---- what the capture keeps (and the Prometheus reader asks for) ----
 # Exporter series are all kept: the exporter is ours and small. From the model server only
 # these families (histograms: all their series).

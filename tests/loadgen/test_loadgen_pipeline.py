@@ -22,9 +22,11 @@ def _row(request_id: str) -> list:
 
 def test_a_batch_survives_its_wire_form():
     batch = RecordBatch(worker="h:1", rows=[_row("a-1")], cpu={"max_cpu_percent": 5.0,
-                        "seconds_above_90": 0.0}, loop_lag={"0": [0.001]}, final=True)
+                        "seconds_above_90": 0.0}, loop_lag={"0": [0.001]},
+                        loop_lag_worst_s=0.004, in_flight={"A": 3}, final=True)
     payload = batch.to_payload()
-    assert set(payload) == {"worker", "rows", "cpu", "loop_lag", "final"}
+    assert set(payload) == {"worker", "rows", "cpu", "loop_lag", "loop_lag_worst_s", "in_flight",
+                            "final"}
     assert RecordBatch.from_payload(payload) == batch
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,26 +12,13 @@ import pandas as pd
 import pytest
 
 from support import free_port, records_written, start_locust, wait_until, write_config
+from support.browser import chromium
 
 pytestmark = pytest.mark.slow
 
 
 def _browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        if os.environ.get("CI"):
-            pytest.fail("chromium/chromedriver missing: deploy/install_system_deps.sh installs them")
-        pytest.skip("chromium/chromedriver not installed (make system-deps)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
+    return chromium()
 
 
 def test_ramping_by_hand_in_the_web_ui_records_every_request(stub, tmp_path):

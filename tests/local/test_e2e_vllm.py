@@ -13,11 +13,14 @@ and finally nothing of the servers is left running.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,10 +28,13 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import yaml
 
 from analysis.compute import histogram_quantile
+from deploy.grafana import dashboards as grafana
 from deploy.local import servers as ls
 from deploy.local.loadcheck import stream_chat
+from support import free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -221,3 +227,188 @@ def test_killing_a_server_mid_run_loses_no_record(servers, tmp_path):
     # the other server still serves
     r = stream_chat(servers["qwen3"].base_url, "tiny-qwen3", PROMPT, max_tokens=8, timeout_s=60)
     assert r.ok, r.error
+
+
+# ---- the live view: every Grafana panel's query against a real Prometheus during a real run ----
+
+# Queries that legitimately return nothing in this run, with the reason: (panel title, refId).
+# Keep it short: every other query of every shipped dashboard must return data.
+LIVE_VIEW_NO_DATA = {
+    ("Users and arrival rate", "C"): "the open loop's target arrival rate; this run is closed loop",
+}
+
+
+def _prom_api(port: int, path: str, params: dict | list) -> dict:
+    url = f"http://127.0.0.1:{port}/api/v1/{path}?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as e:          # 400/422: a bad query; the body says why
+        raw = e.read()                           # (503 while Prometheus starts: plain text)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"status": "error", "error": raw.decode(errors="replace")[:300]}
+
+
+def _hostport(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
+
+
+def _live_prometheus_config(path: Path, servers: dict, labels: list[str],
+                            fake_gpu_ports: dict[str, int], loadgen_port: int) -> None:
+    """deploy/prometheus/prometheus.yml's jobs with this test's targets, every 1 s."""
+    shipped = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        "llm-gpu-exporter": [{"targets": [_hostport(servers[lb].exporter_url)],
+                              "labels": {"endpoint": lb}} for lb in labels]
+                            + [{"targets": [f"127.0.0.1:{port}"], "labels": {"endpoint": lb}}
+                               for lb, port in fake_gpu_ports.items()],
+        "vllm": [{"targets": [_hostport(servers[lb].metrics_url)], "labels": {"endpoint": lb}}
+                 for lb in labels],
+        "llm-loadgen": [{"targets": [f"127.0.0.1:{loadgen_port}"]}],
+    }
+    jobs = shipped["scrape_configs"]
+    assert {j["job_name"] for j in jobs} == set(targets), "a new scrape job: give it targets here"
+    for job in jobs:
+        job.update(scrape_interval="1s", scrape_timeout="1s",
+                   static_configs=targets[job["job_name"]])
+    shipped["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    path.write_text(yaml.safe_dump(shipped))
+
+
+def _evaluate_dashboards(prom_port: int, t_start: float, t_end: float,
+                         scrape_s: float) -> tuple[list[str], int, dict]:
+    """Evaluate every query of every shipped dashboard over [t_start, t_end], variables resolved
+    from Prometheus as Grafana does: (failures, queries checked, the variables' values)."""
+    step = 2.0
+    builtins = grafana.grafana_intervals(step, scrape_s, t_end - t_start)
+    window = {"start": f"{t_start:.3f}", "end": f"{t_end:.3f}"}
+    failures, checked = [], 0
+    for name, dash in grafana.load_all().items():
+        values: dict = dict(builtins)
+        for var in grafana.variables(dash):       # in order: gpu depends on endpoint
+            parsed = grafana.parse_label_values(grafana.variable_query(var))
+            assert parsed, f"{name}: variable {var['name']}: not a label_values() query"
+            selector, lbl = parsed
+            params = dict(window)
+            if selector:
+                params["match[]"] = grafana.substitute(selector, values)
+            got = _prom_api(prom_port, f"label/{lbl}/values", params)
+            if got.get("status") != "success" or not got.get("data"):
+                failures.append(f"{name}: variable ${var['name']} has no values ({got})")
+                values[var["name"]] = ".*"
+            else:
+                values[var["name"]] = sorted(got["data"])
+        for q in grafana.queries(dash):
+            checked += 1
+            expr = grafana.substitute(q.expr, values)
+            got = _prom_api(prom_port, "query_range", {"query": expr, "step": f"{step:g}",
+                                                       **window})
+            where = f"{name}: {q.name}: {expr}"
+            if got.get("status") != "success":
+                failures.append(f"{where}: ERROR {got.get('error')}")
+                continue
+            data = any(math.isfinite(float(v)) for s in got["data"]["result"]
+                       for _, v in s["values"])
+            if not data and (q.panel_title, q.ref_id) not in LIVE_VIEW_NO_DATA:
+                failures.append(f"{where}: no data")
+    return failures, checked, values
+
+
+def test_every_dashboard_query_has_data_in_a_real_run(servers, tmp_path):
+    """Grafana cannot run here: instead, a real Prometheus scrapes the Locust master
+    (--llm-metrics-port), vLLM and the exporters (fake GPUs beside the real process exporters)
+    during a real run, and every panel and annotation query of every shipped dashboard, with its
+    variables resolved from Prometheus as Grafana would, must evaluate and return data."""
+    label = "qwen3"                          # the other module tests may have killed qwen2
+    assert servers[label].alive()
+    cfg = _config(tmp_path, servers, [label],
+                  {"stages": [1, 2], "ramp_s": 1.0, "warmup_s": 2.0, "steady_s": 12.0,
+                   "drain_s": 1.0})
+    doc = json.loads(cfg.read_text())
+    for ep in doc["endpoints"]:              # answer tokens too, so TTFAT has observations
+        ep["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
+    cfg.write_text(json.dumps(doc))
+    loadgen_port, prom_port = free_port(), free_port()
+    fake_gpu_ports = {label: free_port()}
+    prom_cfg = tmp_path / "prometheus.yml"
+    _live_prometheus_config(prom_cfg, servers, [label], fake_gpu_ports, loadgen_port)
+    scrape_s = float(yaml.safe_load(
+        (grafana.PROVISIONING_DIR / "datasources/prometheus.yml").read_text()
+    )["datasources"][0]["jsonData"]["timeInterval"].rstrip("s"))
+
+    procs: list[subprocess.Popen] = []
+    logs = []
+
+    def start(cmd: list[str], name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")
+        logs.append(log)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    outcome: dict = {}
+
+    def campaign() -> None:
+        try:
+            outcome["result"] = _campaign(
+                ["--endpoints-file", str(cfg), "--results-dir", str(tmp_path / "res"),
+                 "--no-report", "--stop-timeout", "10", "--llm-metrics-port", str(loadgen_port)],
+                timeout=300)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=campaign, daemon=True)
+    try:
+        for lb, port in fake_gpu_ports.items():
+            start([sys.executable, "-m", "exporters", "--listen", "127.0.0.1", "--port", str(port),
+                   "--fake-gpus", "1"], f"fake-exporter-{lb}")
+        prometheus = start(["/usr/bin/prometheus", f"--config.file={prom_cfg}",
+                            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                            f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                           "prometheus")
+        wait_until(lambda: _prom_api(prom_port, "query", {"query": "up"}).get("status")
+                   == "success", 60, "Prometheus to answer", interval=0.5, retry_on=(OSError,))
+        runner.start()
+
+        def series(expr: str) -> list:
+            return _prom_api(prom_port, "query", {"query": expr})["data"]["result"]
+
+        # While the campaign runs: the master's series appear, then the stage changes and the
+        # second stage gets some seconds of data (rate windows of 2+ samples).
+        wait_until(lambda: series("llm_client_run_info") or not runner.is_alive(), 150,
+                   "llm_client_* series in Prometheus", interval=0.5, retry_on=(OSError,))
+        assert runner.is_alive(), f"the campaign ended before its metrics were scraped: {outcome}"
+        t_start = time.time() - 2.0
+        wait_until(lambda: series("changes(llm_client_stage[1m]) > 0") or not runner.is_alive(),
+                   120, "a stage change", interval=0.5, retry_on=(OSError,))
+        time.sleep(8.0)
+        during_run = runner.is_alive() and bool(series("llm_client_run_info"))
+        t_end = time.time()
+        assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+
+        failures, checked, values = _evaluate_dashboards(prom_port, t_start, t_end, scrape_s)
+        assert values["endpoint"] == [label], values
+        print(f"live view: {checked} queries evaluated {'during' if during_run else 'after'} "
+              f"the run over {t_end - t_start:.0f} s; variables {values}")
+        assert not failures, "\n".join(failures)
+        assert during_run, "the run ended before the queries were evaluated: lengthen its stages"
+        runner.join(timeout=240)
+        assert not runner.is_alive(), "the campaign did not finish"
+        assert "error" not in outcome, outcome
+        result = outcome["result"]
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for log in logs:
+            log.close()
+        if runner.ident is not None:
+            runner.join(timeout=240)
