@@ -3,8 +3,8 @@
 # Run:   docker run --rm llm-loadsuite:latest                      (the campaign's --help)
 #        docker run --rm -v "$PWD/my.toml:/config/endpoints.toml:ro" -v "$PWD/results:/app/results" \
 #            llm-loadsuite:latest llm-loadtest --endpoints-file /config/endpoints.toml
-#        docker run --rm llm-loadsuite:latest locust -f locustfiles/users.py,locustfiles/sweep.py \
-#            --worker --master-host HOST --master-port 5557
+#        docker run --rm --network host llm-loadsuite:latest \
+#            python -m locustfiles.remote_worker --master-host HOST     (a worker host)
 # Compose and Kubernetes files using it: deploy/compose/loadtest.yml, deploy/k8s/;
 # docs/several-machines.md explains them.
 #

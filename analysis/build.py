@@ -25,6 +25,7 @@ from .perrun import DOWN_COLUMNS, RunAnalysis, RunInfo, analyse_run  # noqa: F40
 from .rundata import RunData, load_run, read_manifest_checked
 from .runref import RunRef, run_refs
 from .configs import check_configs, setup_summary
+from .paired import PairedResult, analyse_paired
 from .timeseries import TimeSeries
 
 
@@ -64,6 +65,8 @@ class Result:
     models: dict[str, str] = field(default_factory=dict)
     # one row per down window (analysis.outages): run, campaign, run_id, endpoint, start_s, ...
     down_windows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DOWN_COLUMNS))
+    # the paired A/B on the same requests (analysis.paired)
+    paired: PairedResult = field(default_factory=PairedResult)
 
     def value(self, endpoint: str, level: float, metric: str, stat: str = "mean") -> float:
         c = self.combined
@@ -227,6 +230,9 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     _progress(opts, "comparing endpoints")
     comparisons = compare(per_run, request_values, endpoints, baseline, levels,
                           seed=opts.seed, n_boot=opts.n_boot)
+    _progress(opts, "pairing requests")
+    paired = analyse_paired([ra.paired for ra in analyses if ra.paired is not None], endpoints,
+                            baseline, seed=opts.seed, n_boot=opts.n_boot)
     distributions = {}
     if at_level is not None:
         for ep in endpoints:
@@ -247,7 +253,7 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
                   baseline=baseline, levels=levels, at_level=at_level, level_name=level_name,
                   mode=mode, slos=slos, setup=setup, timeseries=timeseries,
                   distributions=distributions, options=opts, inputs=[str(p) for p in paths],
-                  models=models, down_windows=down_windows)
+                  models=models, down_windows=down_windows, paired=paired)
 
 
 def _num(x: Any) -> float:

@@ -11,6 +11,7 @@ Users of the catalogue:
     analysis.compute    SAMPLE_FIGURES: the figures computed per steady window from metrics.csv
     analysis.build      REQUEST_COMPARED / RUN_COMPARED: what is compared and how; combine()
                         combines every figure of METRICS
+    analysis.paired     shown_in("paired"): the figures compared on the same requests
     analysis.report     shown_in(view): the rows of the At-N table, the columns of the by-level
                         tables, the verdicts, the per-run table
 Per-run figures are computed per (run, endpoint, stage) over the stage's steady window
@@ -114,18 +115,18 @@ _LATENCY_SHOW = {
     "ttft_mean": dict(compare=RUN, show="at:2 latency:1 server:1 compare:14",
                       at_label="time to first token, mean (ms)"),
     "ttft_p50": dict(compare=REQUEST, show="at:3 latency:2 server:3 per_run:5 headline:2 "
-                     "terminal:1 compare:1", at_label="time to first token, p50 (ms)"),
+                     "terminal:1 compare:1 paired:1", at_label="time to first token, p50 (ms)"),
     "ttft_p90": dict(show="latency:3"),
     "ttft_p99": dict(show="latency:4"),
-    "ttfat_p50": dict(show="tokens:10"),
+    "ttfat_p50": dict(show="tokens:10 paired:2"),
     "ttfat_p99": dict(show="tokens:11"),
     "e2e_mean": dict(compare=RUN, show="at:4 latency:5 per_run:6 compare:15",
                      at_label="mean response time (ms)"),
-    "e2e_p50": dict(compare=REQUEST, show="latency:6 headline:3 terminal:2 compare:2"),
+    "e2e_p50": dict(compare=REQUEST, show="latency:6 headline:3 terminal:2 compare:2 paired:4"),
     "e2e_p90": dict(show="latency:7"),
     "e2e_p99": dict(show="latency:8"),
     "tpot_mean": dict(compare=RUN, show="compare:16"),
-    "tpot_p50": dict(compare=REQUEST, show="at:6 tokens:5 headline:4 compare:3",
+    "tpot_p50": dict(compare=REQUEST, show="at:6 tokens:5 headline:4 compare:3 paired:3",
                      at_label="TPOT p50 (ms)"),
     "tpot_p99": dict(show="tokens:6"),
     "itl_p50": dict(show="tokens:7"),
@@ -236,7 +237,8 @@ def shown_in(view: str) -> list[str]:
 
     Views: at (the At-N table's rows), latency / throughput / tokens / server / gpu_memory (the
     by-level tables' columns), per_run (the per-run table's figures), headline (the Summary
-    section's verdicts), terminal (the terminal summary's verdicts), compare (comparison order).
+    section's verdicts), terminal (the terminal summary's verdicts), compare (comparison order),
+    paired (the latency figures compared request by request on the same requests: analysis.paired).
     """
     keyed = [(m.position(view), m.key) for m in _M if m.position(view) is not None]
     return [k for _, k in sorted(keyed)]

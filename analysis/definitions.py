@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .catalogue import METRICS
 from .outages import DOWN_WINDOW_DEFINITION
+from .paired import PAIRED_MAX_PER_RUN
 from .stats import PERCENTILE_METHOD
 
 
@@ -35,6 +36,15 @@ OTHER_DEFINITIONS: dict[str, str] = {
     "seeded) that excludes 1. Per-run figures (throughput, means, utilization): Welch t-test "
     "p < 0.05 over per-repetition values, CI of the difference of means / the baseline mean; "
     "needs >= 2 runs per endpoint. Otherwise: not distinguishable from noise.",
+    "paired A/B": "The runs of one repetition joined request by request on (stage, "
+    "request_key): every endpoint got the same prompt, requested output length and (open loop) "
+    "arrival offset for the same key. Completed steady requests pair; blank keys never do. Per "
+    "endpoint, level and latency (TTFT, TTFAT, TPOT, E2E): the change is exp(median over pairs "
+    "of log(B / A)) - 1, with the mean paired difference B - A in ms; 95% CI by a hierarchical "
+    f"percentile bootstrap (repetitions with replacement, then up to {PAIRED_MAX_PER_RUN} pairs "
+    "within each, "
+    "--bootstrap resamples, seeded; one repetition: pairs only, request-level noise only). Real "
+    "when the CI of the change excludes 0%, else no clear difference.",
     "percentiles": PERCENTILE_METHOD,
     "metric gaps": "A steady window has a gap when a scrape failed (scrape_up 0) or no sample "
     "arrived for longer than 2.5 scrape intervals; values use the samples present and a window "

@@ -21,6 +21,7 @@ from .compute import gap_warnings, metric_figures, request_figures, stage_window
 from .errors import WarningList
 from .health import health_warnings, stage_health
 from .outages import MIN_DOWN_S, down_seconds, run_down_windows
+from .paired import RunRequests, run_requests
 from .rundata import RunData
 from .timeseries import TimeSeries, run_timeseries
 
@@ -62,6 +63,8 @@ class RunAnalysis:
     # configured metric sources with no sample at all: (endpoint, source, url)
     missing_sources: list[tuple[str, str, str]]
     warnings: WarningList = field(default_factory=WarningList)
+    # completed steady requests with their request_key, for the paired A/B (analysis.paired)
+    paired: RunRequests | None = None
 
 
 def _bad(v: Any) -> bool:
@@ -114,8 +117,10 @@ def analyse_run(run: RunData, slos: dict[str, float],
                    metrics_source="prometheus" if run.metrics is not None and
                    getattr(run.metrics, "attrs", {}).get("source") == "prometheus" else
                    ("metrics.csv" if run.metrics is not None else "none"))
+    paired = run_requests(run.records, windows, run=run.name, campaign=run.campaign,
+                          repetition=run.repetition, mode=run.mode)
     return RunAnalysis(info, per_run, errors, down, _request_values(run, windows), timeseries,
-                       list(missing), warnings)
+                       list(missing), warnings, paired)
 
 
 def _derived(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from .errors import AnalysisError, NoRecordsError, WarningList
 from .runref import RunRef, run_ref
 
 # The record columns the analysis reads (types and defaults: core.rundir.records).
-RECORD_COLUMNS = ("endpoint", "model", "repetition", "stage", "stage_users", "phase",
+RECORD_COLUMNS = ("endpoint", "model", "repetition", "stage", "stage_users", "phase", "request_key",
                   "start_unix", "send_lag_s", "presend_s", "ttft_s", "ttfat_s", "e2e_s",
                   "tpot_s", "output_tokens", "reasoning_tokens", "answer_tokens", "prompt_tokens",
                   "tokens_from_usage", "itl_mean_s", "itl_p99_s", "itl_max_s", "ok",

@@ -228,19 +228,27 @@ def _main(argv: list[str] | None) -> int:
     known_secrets(config)  # keys from the environment: scrubbed from everything printed
     if prompts:
         print(f"prompts: {prompts} from {config.load.prompts_file}", flush=True)
+    checked: dict[str, Any] = {}
     try:
-        config = preflight(args, config)
+        config = preflight(args, config, checked)
     except Interrupted as stop:
         print(f"\ninterrupted ({stop}) during preflight: no load was sent", file=sys.stderr)
         return exit_code_for(stop.signum)
     if config is None:
         return 3
-    return run_campaign(args, config)
+    return run_campaign(args, config, checked)
 
 
-def preflight(args: argparse.Namespace, config: SuiteConfig) -> SuiteConfig | None:
-    """Check each endpoint before any load (None: a check failed, the reason printed)."""
+def preflight(args: argparse.Namespace, config: SuiteConfig,
+              record: dict[str, Any] | None = None) -> SuiteConfig | None:
+    """Check each endpoint before any load (None: a check failed, the reason printed), then
+    whether the arms are equivalent (warned, or with --strict-arms a failure), then the
+    optional warm-up pass. ``record`` gets what was found, as plain data for campaign.json."""
+    record = {} if record is None else record
     if args.no_preflight:
+        record["skipped"] = True
+        if args.warm_cache:
+            warm_arms(args, config, record)
         return config
     from locustfiles.preflight import PreflightError, check_endpoint, prompt_words
 
@@ -262,15 +270,103 @@ def preflight(args: argparse.Namespace, config: SuiteConfig) -> SuiteConfig | No
             print("hint: these are the embedded default's local vLLM servers: start them with "
                   "`make servers` in another terminal, or run `make demo`", file=sys.stderr)
         return None
+    record["endpoints"] = {r.label: {"usage": r.usage, "reasoning": r.reasoning,
+                                     "tokens_per_word": r.tokens_per_word,
+                                     "template_tokens": r.template_tokens} for r in results}
     if not load.prompt_words and not load.prompts_file:
         words = prompt_words(results, load.input_tokens)
         config = dataclasses.replace(config, load=dataclasses.replace(load, prompt_words=words))
         print(f"  synthetic prompts: {words} words for about {load.input_tokens} tokens",
               flush=True)
+    if not check_arms(args, config, record):
+        return None
+    if args.warm_cache:
+        warm_arms(args, config, record)
     return config
 
 
-def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
+def check_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, Any]) -> bool:
+    """Arm equivalence (locustfiles.armcheck): the same probes to every endpoint, compared.
+    Differences are printed as a warning and recorded; False only with --strict-arms."""
+    from locustfiles import armcheck
+    from locustfiles.preflight import probe_arm
+    from locustfiles.prompts import load_prompts_file
+
+    load = config.load
+    file_prompts = load_prompts_file(load.prompts_file) if load.prompts_file else []
+    prompts = armcheck.probe_prompts(file_prompts)
+    print(f"preflight: arm equivalence: {len(prompts)} prompts (max_tokens 1) and "
+          f"{armcheck.OUTPUT_PROBE_TOKENS} output tokens asked of every endpoint", flush=True)
+    probes = [probe_arm(ep, prompts) for ep in config.endpoints]
+    differences = armcheck.compare_settings(config.endpoints) + armcheck.compare_arms(probes)
+    print(f"  prompt tokens (equal within {armcheck.tolerance_text()}):", flush=True)
+    for pp in prompts:
+        counts = ", ".join(f"{p.label} {_figure(p.prompt_tokens.get(pp.name))}" for p in probes)
+        print(f"    {pp.name}: {counts}", flush=True)
+    outputs = ", ".join(f"{p.label} {_figure(p.output_tokens)}"
+                        f"{' (counted chunks)' if p.output_counted == 'chunks' else ''}"
+                        for p in probes)
+    print(f"  output tokens ({armcheck.OUTPUT_PROBE_TOKENS} asked): {outputs}", flush=True)
+    cache = (f"a prompts file: its prompts repeat, so the cache warms as the load goes"
+             if load.prompts_file else armcheck.CACHE_STATEMENT)
+    print(f"  cache: {cache}; "
+          + (f"a warm-up pass of {args.warm_cache} requests per endpoint follows (--warm-cache)"
+             if args.warm_cache else "no warm-up pass (--warm-cache N sends one)"), flush=True)
+    record["arm_check"] = armcheck.arm_check_record(probes, prompts, differences)
+    record["cache"] = {"prefix": "prompts file" if load.prompts_file else "fresh per request",
+                       "statement": cache, "warm_cache": args.warm_cache}
+    record["strict_arms"] = bool(args.strict_arms)
+    if not differences:
+        print("  the arms are equivalent: same prompt tokens, output length honoured", flush=True)
+        return True
+    for line in armcheck.warning_lines(differences):
+        print(line, file=sys.stderr, flush=True)
+    if args.strict_arms:
+        print("error: the arms are not equivalent and --strict-arms is set: no load was sent",
+              file=sys.stderr, flush=True)
+        return False
+    print('  (recorded in campaign.json under "preflight"; --strict-arms makes this a preflight '
+          "failure)", file=sys.stderr, flush=True)
+    return True
+
+
+def _figure(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def warm_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, Any]) -> None:
+    """--warm-cache N: the same N requests to every endpoint before the load, so all arms start
+    from the same (warm) cache state. A failure is warned and recorded, not fatal."""
+    from locustfiles import armcheck
+    from locustfiles.preflight import warm_cache
+    from locustfiles.prompts import load_prompts_file, prompt_words_for
+
+    load = config.load
+    words = load.prompt_words or prompt_words_for(load.input_tokens)
+    prompts = armcheck.warm_prompts(
+        load.prompt_seed, words, args.warm_cache,
+        load_prompts_file(load.prompts_file) if load.prompts_file else ())
+    print(f"warm-up: {len(prompts)} requests ({armcheck.WARM_OUTPUT_TOKENS} output tokens each) "
+          "to every endpoint, the same prompts", flush=True)
+    sent: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    for ep in config.endpoints:
+        started = time.monotonic()
+        sent[ep.label], failure = warm_cache(ep, prompts)
+        print(f"  {ep.label}: {sent[ep.label]}/{len(prompts)} answered in "
+              f"{time.monotonic() - started:.1f}s", flush=True)
+        if failure:
+            failures[ep.label] = failure
+            print(f"WARNING: warm-up of {ep.label} stopped after {sent[ep.label]} requests: "
+                  f"{failure}; the arms may not start from the same cache state",
+                  file=sys.stderr, flush=True)
+    record["warm_cache"] = {"requests_per_arm": len(prompts),
+                            "output_tokens": armcheck.WARM_OUTPUT_TOKENS,
+                            "answered": sent, "failures": failures}
+
+
+def run_campaign(args: argparse.Namespace, config: SuiteConfig,
+                 checked: dict[str, Any] | None = None) -> int:
     """Every (repetition, endpoint) run, alternating; campaign.json; then the report."""
     load = config.load
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -306,7 +402,8 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig) -> int:
           f"streams in flight at a run's end get up to {args.stop_timeout:g}s more)", flush=True)
     summary: dict[str, Any] = {"campaign": campaign_dir.name, "started_unix": time.time(),
                                "status": "running", "order": [],
-                               "config": config.to_public_dict()}
+                               "config": config.to_public_dict(),
+                               "preflight": checked or {}}
     failed = 0
     refused = False
     stopped_by: Interrupted | None = None

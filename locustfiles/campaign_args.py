@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-timeout", type=float, default=30.0,
                    help="seconds in-flight streams get to finish when a run ends")
     p.add_argument("--no-preflight", action="store_true", help="skip the endpoint checks")
+    p.add_argument("--strict-arms", action="store_true",
+                   help="arms that are not equivalent (prompt tokens, output length) fail the "
+                   "preflight (exit 3) instead of a warning")
+    p.add_argument("--warm-cache", type=int, default=0, metavar="N",
+                   help="after preflight, send every endpoint the same N warm-up requests "
+                   "(default 0: none; every arm then starts from its own cache state)")
     p.add_argument("--no-report", action="store_true", help="do not build the report")
     p.add_argument("--report-args", default="", help="extra arguments for python -m analysis")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
@@ -101,6 +107,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.expect_workers < 0 or (args.expect_workers and args.workers):
         raise ConfigError("--expect-workers N (remote workers) and --workers N (local worker "
                           "processes) do not go together: give one of them")
+    if args.warm_cache < 0:
+        raise ConfigError(f"--warm-cache {args.warm_cache}: give 0 (no warm-up) or more")
+    if args.strict_arms and args.no_preflight:
+        raise ConfigError("--strict-arms checks the arms in preflight: it does not go with "
+                          "--no-preflight")
     if not 1 <= args.master_bind_port <= 65535:
         raise ConfigError(f"--master-bind-port {args.master_bind_port}: give a port (1-65535)")
     if args.expect_workers_max_wait <= 0 or args.max_clock_offset_s <= 0:

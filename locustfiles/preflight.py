@@ -3,6 +3,10 @@
 Per endpoint: the models list answers and serves the configured model; one short streamed
 chat returns tokens; whether usage and reasoning come back; and how many prompt tokens a
 synthetic prompt word costs there (to size prompts to the target input length).
+
+Across endpoints (``probe_arm``, compared by ``locustfiles.armcheck``): the same prompts'
+prompt tokens and whether a fixed output length is honoured; ``warm_cache`` sends the optional
+warm-up pass (``--warm-cache N``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from core import secrets
 from core.config import Endpoint
+from locustfiles.armcheck import (OUTPUT_PROBE_TOKENS, WARM_OUTPUT_TOKENS, ArmProbe,
+                                  ProbePrompt, output_probe)
 from locustfiles.clients import chat_body
 from locustfiles.openaiclient import sdk_body_start, sdk_error_text
 from locustfiles.prompts import WORDS_PER_TOKEN, synthetic_prompt
@@ -87,7 +93,13 @@ def _describe(exc: Exception, ep: Endpoint) -> str:
 
 
 def _stream(client: Any, ep: Endpoint, text: str, max_tokens: int) -> dict[str, Any]:
-    body = chat_body(ep, [{"role": "user", "content": text}])
+    return _stream_messages(client, ep, [{"role": "user", "content": text}], max_tokens)
+
+
+def _stream_messages(client: Any, ep: Endpoint, messages: list[dict[str, Any]],
+                     max_tokens: int) -> dict[str, Any]:
+    """One streamed chat with the load's body (extra_body, ignore_eos): what came back."""
+    body = chat_body(ep, messages)
     body["max_tokens"] = max_tokens
     known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
     extra = {k: v for k, v in body.items() if k not in known}
@@ -98,9 +110,12 @@ def _stream(client: Any, ep: Endpoint, text: str, max_tokens: int) -> dict[str, 
         failure = not_event_stream(content_type, sdk_body_start(response), response.status_code)
         raise PreflightError(f"endpoint {ep.label!r}: {response.url} did not answer the streamed "
                              f"chat with a server-sent event stream: {failure.message}")
-    seen = {"chunks": 0, "reasoning": False, "usage": None}
+    seen = {"chunks": 0, "reasoning": False, "usage": None, "finish_reason": None,
+            "ignore_eos": body.get("ignore_eos")}
     for chunk in stream:
         if chunk.choices:
+            if chunk.choices[0].finish_reason:
+                seen["finish_reason"] = chunk.choices[0].finish_reason
             delta = chunk.choices[0].delta
             reasoning = reasoning_of(delta)
             if delta.content or reasoning:
@@ -155,6 +170,77 @@ def check_endpoint(ep: Endpoint, timeout_s: float = 30.0) -> PreflightResult:
     finally:
         client.close()
     return result
+
+
+def _client(ep: Endpoint, timeout_s: float) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key() or "EMPTY", max_retries=0,
+                         timeout=openai.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
+
+
+def _request_failures() -> tuple[type[BaseException], ...]:
+    """What a probe or warm-up request can fail with (anything else, such as the campaign's
+    Interrupted on SIGINT/SIGTERM, goes up)."""
+    import openai
+
+    return (openai.OpenAIError, PreflightError, OSError, ValueError)
+
+
+def _failure(exc: Exception, ep: Endpoint) -> str:
+    keys = [ep.api_key()] if ep.api_key() else []
+    text = str(exc) if isinstance(exc, PreflightError) else _describe(exc, ep)
+    return secrets.scrub(text, keys)
+
+
+def probe_arm(ep: Endpoint, prompts: list[ProbePrompt], output_tokens: int = OUTPUT_PROBE_TOKENS,
+              timeout_s: float = 30.0) -> ArmProbe:
+    """The arm-equivalence probes on one endpoint: each prompt with max_tokens=1 (its
+    usage.prompt_tokens), then ``output_tokens`` asked with the load's body (ignore_eos where
+    the config sends it). A probe that fails is described in ``errors``; nothing is raised."""
+    probe = ArmProbe(ep.label, output_requested=output_tokens)
+    client = _client(ep, timeout_s)
+    try:
+        for pp in prompts:
+            try:
+                seen = _stream_messages(client, ep, pp.messages, 1)
+            except _request_failures() as exc:   # named in the warning
+                probe.errors.append(f"prompt {pp.name!r}: {_failure(exc, ep)}")
+                continue
+            probe.prompt_tokens[pp.name] = (seen["usage"].prompt_tokens
+                                            if seen["usage"] is not None else None)
+        try:
+            seen = _stream_messages(client, ep, output_probe(), output_tokens)
+        except _request_failures() as exc:
+            probe.errors.append(f"output length ({output_tokens} tokens): {_failure(exc, ep)}")
+        else:
+            probe.ignore_eos = seen["ignore_eos"]
+            probe.finish_reason = seen["finish_reason"]
+            if seen["usage"] is not None and seen["usage"].completion_tokens is not None:
+                probe.output_tokens = seen["usage"].completion_tokens
+            else:
+                probe.output_tokens, probe.output_counted = seen["chunks"], "chunks"
+    finally:
+        client.close()
+    return probe
+
+
+def warm_cache(ep: Endpoint, prompts: list[list[dict[str, Any]]],
+               timeout_s: float = 60.0) -> tuple[int, str]:
+    """Send the warm-up prompts to one endpoint, one after the other, with the load's body.
+    Returns (requests answered, the first failure described or "")."""
+    client = _client(ep, timeout_s)
+    sent = 0
+    try:
+        for messages in prompts:
+            try:
+                _stream_messages(client, ep, messages, WARM_OUTPUT_TOKENS)
+            except _request_failures() as exc:   # named in the warning
+                return sent, _failure(exc, ep)
+            sent += 1
+    finally:
+        client.close()
+    return sent, ""
 
 
 def prompt_words(results: list[PreflightResult], input_tokens: int) -> int:

@@ -1,8 +1,15 @@
-"""Prompts: synthetic ones of a target length, varied and seeded, or read from a JSONL file.
+"""Prompts: synthetic ones of a target length, varied and seeded, or read from a JSONL file,
+and the seeded request stream every arm replays.
 
 Synthetic prompts start with a unique random header, so no two requests share more than the
-chat template's prefix and prefix caching cannot flatter one endpoint. The same seed gives the
-same sequence of prompts to every endpoint, so A and B answer identical work.
+chat template's prefix and prefix caching cannot flatter one endpoint.
+
+The request stream (``RequestStream``): every request has a key, ``<stage>/<stream>/<n>``, the
+n-th request (from 1) that user stream ``<stream>`` sends in stage ``<stage>``. The key alone
+decides the request's prompt and its requested output length, so within a repetition every
+endpoint answers the same request for the same key, whatever its speed: the report pairs the
+arms request by request on it (paired A/B). In open loop, the arrival offsets of a stream within
+a stage come from the same seed too (``arrival_rng``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 WORDS_PER_TOKEN = 0.75  # typical for English with a BPE tokenizer; preflight can calibrate it
 
@@ -43,11 +51,38 @@ def synthetic_prompt(rng: random.Random, words: int) -> str:
     return f"{header} {body}"
 
 
-def synthetic_prompts(seed: int, stream: str, words: int) -> Iterator[Messages]:
-    """An endless, reproducible sequence of user messages for one stream (e.g. one user)."""
-    rng = random.Random(f"{seed}/{stream}")
-    while True:
-        yield [{"role": "user", "content": synthetic_prompt(rng, words)}]
+def request_key(stage: int, stream: str, n: int) -> str:
+    """The request's place in the seeded stream: the same request in every arm."""
+    return f"{stage}/{stream}/{n}"
+
+
+def arrival_rng(seed: int, stage: int, stream: str) -> random.Random:
+    """Open loop: the generator of one stream's inter-arrival times in one stage."""
+    return random.Random(f"{seed}/arrivals/{stage}/{stream}")
+
+
+@dataclass(frozen=True)
+class RequestStream:
+    """What a key asks for: its messages and its requested output length (plain, seeded)."""
+
+    seed: int
+    words: int                              # synthetic prompts' length
+    max_tokens: int
+    max_tokens_min: int = 0                 # > 0: lengths drawn from [this, max_tokens]
+    file_prompts: tuple = ()                # a prompts file's prompts (replace synthetic ones)
+
+    def messages(self, key: str) -> Messages:
+        if self.file_prompts:
+            index = random.Random(f"{self.seed}/file/{key}").randrange(len(self.file_prompts))
+            return self.file_prompts[index]
+        rng = random.Random(f"{self.seed}/prompt/{key}")
+        return [{"role": "user", "content": synthetic_prompt(rng, self.words)}]
+
+    def output_tokens(self, key: str) -> int:
+        if self.max_tokens_min:
+            return random.Random(f"{self.seed}/length/{key}").randint(self.max_tokens_min,
+                                                                       self.max_tokens)
+        return self.max_tokens
 
 
 def _messages(item: Any) -> Messages | None:
@@ -106,12 +141,3 @@ def load_prompts_file(path: str | Path) -> list[Messages]:
 def check_prompts(prompts_file: str) -> int:
     """How many prompts the configured file holds (0 without one); ConfigPromptError if unusable."""
     return len(load_prompts_file(prompts_file)) if prompts_file else 0
-
-
-def file_prompts(prompts: list[Messages], seed: int, stream: str) -> Iterator[Messages]:
-    """Cycle through the file's prompts from a seeded starting point for this stream."""
-    start = random.Random(f"{seed}/{stream}").randrange(len(prompts))
-    index = start
-    while True:
-        yield prompts[index]
-        index = (index + 1) % len(prompts)

@@ -27,8 +27,8 @@ from locustfiles import compat, runtime
 from locustfiles.clients import ChatClient, chat_body, make_client
 from locustfiles.context import RunContext, run_context
 from locustfiles.plan import user_class_name
-from locustfiles.prompts import (ConfigPromptError, file_prompts, load_prompts_file,
-                                 prompt_words_for, synthetic_prompts)
+from locustfiles.prompts import (ConfigPromptError, RequestStream, arrival_rng, load_prompts_file,
+                                 prompt_words_for, request_key)
 
 runtime.install(events)
 
@@ -76,19 +76,24 @@ class StreamingUser(User):
         self.client_kind = ctx.load.client
         type(self)._instances += 1
         runner = self.environment.runner
-        stream = f"{getattr(runner, 'worker_index', 0)}-{type(self)._instances}"
-        self.rng = random.Random(f"{ctx.load.prompt_seed}/arrivals/{stream}")
+        # the same user (worker index, n-th user of its class) in every arm: the same stream
+        self.stream = f"{getattr(runner, 'worker_index', 0)}-{type(self)._instances}"
         load = ctx.load
+        # back-off and start spread only; what is sent comes from the keyed request stream
+        self.rng = random.Random(f"{load.prompt_seed}/timing/{self.stream}")
+        settings = self.endpoint.request
         try:
-            if load.prompts_file:
-                self.prompts = file_prompts(load_prompts_file(load.prompts_file),
-                                            load.prompt_seed, stream)
-            else:
-                words = load.prompt_words or prompt_words_for(load.input_tokens)
-                self.prompts = synthetic_prompts(load.prompt_seed, stream, words)
+            self.requests = RequestStream(
+                seed=load.prompt_seed,
+                words=load.prompt_words or prompt_words_for(load.input_tokens),
+                max_tokens=settings.max_tokens, max_tokens_min=settings.max_tokens_min,
+                file_prompts=tuple(load_prompts_file(load.prompts_file))
+                if load.prompts_file else ())
         except ConfigPromptError as exc:
             runtime.log.error("%s", exc)
             raise StopUser() from exc
+        self._key_stage: int | None = None
+        self._sent_in_stage = 0
         self._idle: list[ChatClient] = []
         self._due_unix: float | None = None
         self._failures_in_a_row = 0
@@ -117,21 +122,27 @@ class StreamingUser(User):
             wake.set()
         return stopped
 
-    def max_tokens(self) -> int:
-        """This request's output cap: fixed, or drawn from [max_tokens_min, max_tokens]."""
-        settings = self.endpoint.request
-        if settings.max_tokens_min:
-            return self.rng.randint(settings.max_tokens_min, settings.max_tokens)
-        return settings.max_tokens
+    def next_key(self, stage: int | None = None) -> str:
+        """The key of this user's next request: its stage (as tagged now, or the stage an
+        open-loop arrival was drawn for) and its number there."""
+        if stage is None:
+            stage = self.ctx.sender.tags.stage
+        if stage != self._key_stage:
+            self._key_stage, self._sent_in_stage = stage, 0
+        self._sent_in_stage += 1
+        return request_key(stage, self.stream, self._sent_in_stage)
 
-    def send(self, messages: list[dict[str, Any]], due_unix: float) -> RequestRecord:
-        """Stream one request that was due at ``due_unix``; records how late it left."""
+    def send(self, key: str, due_unix: float) -> RequestRecord:
+        """Stream the request of ``key`` that was due at ``due_unix``; records how late it left.
+        The key decides the prompt and the requested output length (the same in every arm)."""
         client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
         record = self.ctx.sender.new_record(self.endpoint.label, self.endpoint.model, client.name)
-        record.requested_tokens = self.max_tokens()
+        record.request_key = key
+        record.requested_tokens = self.requests.output_tokens(key)
         record.scheduled_unix = due_unix
         try:
-            client.stream_chat(chat_body(self.endpoint, messages, record.requested_tokens), record)
+            client.stream_chat(chat_body(self.endpoint, self.requests.messages(key),
+                                         record.requested_tokens), record)
         finally:  # an interrupted stream (GreenletExit) is recorded too
             record.send_lag_s = record.start_unix - due_unix
             report(self.environment, record)
@@ -161,7 +172,7 @@ class ChatUser(StreamingUser):
             due = time.time()
         elif due > time.time() and self._wake.wait(due - time.time()):
             return  # stopping during a back-off: nothing was in flight
-        record = self.send(next(self.prompts), due)
+        record = self.send(self.next_key(), due)
         # the next request is due the moment this stream ended (its last byte's arrival),
         # or after a back-off when it failed
         end = record.start_unix + record.e2e_s
@@ -208,6 +219,7 @@ class OpenLoopUser(StreamingUser):
         self._pool = pool = Pool(ctx.load.max_in_flight)
         wake = self._wake
         next_at = time.time()
+        stage, arrivals = None, None
         while not compat.user_is_stopping(self):
             tags = sender.tags
             rate = tags.rate_per_user
@@ -215,14 +227,18 @@ class OpenLoopUser(StreamingUser):
                 wake.wait(0.05)
                 next_at = time.time()
                 continue
-            next_at += self.rng.expovariate(rate)
+            if tags.stage != stage:   # a new stage: its arrival offsets are the same in every arm
+                stage, arrivals = tags.stage, arrival_rng(ctx.load.prompt_seed, tags.stage,
+                                                          self.stream)
+                next_at = time.time()
+            next_at += arrivals.expovariate(rate)
             delay = next_at - time.time()
             if delay > TIMER_SLACK_S and wake.wait(delay - TIMER_SLACK_S):
                 break  # stopping: no more arrivals
             while time.time() < next_at:  # the last stretch: event-loop turns, not a timer
                 gevent.sleep(0)
             pool.wait_available()
-            pool.spawn(self.send, next(self.prompts), next_at)
+            pool.spawn(self.send, self.next_key(stage), next_at)
         pool.join()  # the streams in flight finish (a forced stop kills them, recorded)
 
     def on_stop(self) -> None:

@@ -15,7 +15,8 @@ from ..errors import WARNING_CODES
 from ..outages import MIN_DOWN_S
 from .model import NA, Lookup, Section, Table, cmp_lookup, ep_name, fmt_level, isnan
 from .tables import (at_table, by_view_table, comparisons_table, down_tables, errors_table,
-                     gpu_memory_table, level_columns_table, per_run_table, runs_table)
+                     gpu_memory_table, level_columns_table, paired_tables, per_run_table,
+                     runs_table)
 
 Figure = tuple    # (id, caption, png, figures.FigureData or None): see figures.all_figures
 Figures = dict[str, Figure]    # id -> figure
@@ -189,6 +190,20 @@ def comparison_section(cx: _Context) -> Section:
     return s.table(t) if t is not None else s.p("One endpoint only: nothing to compare.")
 
 
+def paired_section(cx: _Context) -> Section:
+    s = Section("paired", "Paired A/B (same requests)")
+    pr = cx.result.paired
+    estimates, counts = paired_tables(cx.result)
+    if estimates is None:
+        return s.p(pr.reason or "Nothing to pair.")
+    s.p("Every endpoint got the same requests (prompt, requested output length, and in open "
+        "loop arrival offset) under the same request_key in each repetition; here each request "
+        "of an endpoint is compared with the same request on the baseline, so what both share "
+        "(a long prompt, a long answer) cancels out of the comparison.")
+    s.table(estimates)
+    return s.table(counts)
+
+
 def timeseries_section(cx: _Context) -> Section:
     s = Section("timeseries", "Time series")
     drawn = [f for f in cx.figures if f[0].startswith("timeseries-")]
@@ -257,4 +272,5 @@ def definitions_section(cx: _Context | None = None) -> Section:
 SECTIONS: list[Callable[[_Context], Section]] = [
     summary_section, warnings_section, at_section, utilization_section, memory_section,
     latency_section, throughput_section, tokens_section, server_section, errors_section,
-    comparison_section, timeseries_section, per_run_section, setup_section, definitions_section]
+    comparison_section, paired_section, timeseries_section, per_run_section, setup_section,
+    definitions_section]

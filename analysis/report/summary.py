@@ -39,9 +39,20 @@ def summary_dict(result) -> dict[str, Any]:
         "slos": result.slos, "warnings": [w.to_dict() for w in result.warnings], "at": at,
         "down_windows": records_json(result.down_windows),
         "combined": records_json(result.combined), "comparisons": records_json(result.comparisons),
+        "paired": _paired(result),
         "setup": result.setup,
         "definitions": {k: m.definition for k, m in METRICS.items()} | OTHER_DEFINITIONS,
     })
+
+
+def _paired(result) -> dict[str, Any]:
+    """The paired A/B (analysis.paired): estimates, pair counts, or why there is none."""
+    pr = getattr(result, "paired", None)
+    if pr is None:
+        return {"reason": "not computed", "estimates": [], "counts": []}
+    return {"reason": pr.reason, "mode": pr.mode,
+            "estimates": records_json(pr.estimates_frame()),
+            "counts": records_json(pr.counts_frame())}
 
 
 def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) -> str:

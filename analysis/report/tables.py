@@ -286,3 +286,56 @@ def runs_table(result) -> Table:
     if len(raw):
         raw["endpoints"] = raw["endpoints"].map(lambda x: ",".join(x))
     return Table("runs", "Runs", pd.DataFrame(rows), raw)
+
+
+def paired_tables(result) -> tuple[Table | None, Table | None]:
+    """The paired A/B (analysis.paired): the estimates (tables/paired) and the pair counts per
+    repetition and stage (tables/paired_counts)."""
+    pr = getattr(result, "paired", None)
+    if pr is None or not pr.estimates:
+        return None, None
+    est = pr.estimates_frame()
+    rows = []
+    for e in pr.estimates:
+        s = e.stat
+        rows.append({result.level_name: fmt_level(e.level), "metric": e.name,
+                     "endpoint": e.endpoint, "pairs": fmt(s.n_pairs),
+                     "repetitions": fmt(s.n_reps),
+                     "change (median of B/A)": fmt_pct_change(s.change_pct),
+                     "95% CI of change": NA if isnan(s.ci_low_pct) else
+                     f"{s.ci_low_pct:+.1f}% to {s.ci_high_pct:+.1f}%",
+                     "mean B - A (ms)": NA if isnan(s.mean_diff_ms) else (
+                         f"{s.mean_diff_ms:+,.1f}" + ("" if isnan(s.mean_diff_ci_low_ms) else
+                                                      f" [{s.mean_diff_ci_low_ms:+,.1f}, "
+                                                      f"{s.mean_diff_ci_high_ms:+,.1f}]")),
+                     "verdict": e.verdict})
+    one_rep = any(e.stat.n_reps == 1 for e in pr.estimates)
+    note = ("Pairs: the same request (repetition, stage, request_key) sent to both endpoints. "
+            "change = exp(median over pairs of log(B / A)) - 1: how much slower or faster B is "
+            "on the same requests; mean B - A: the mean paired difference, with its 95% CI in "
+            "brackets. 95% CI: hierarchical bootstrap (repetitions, then pairs within each).")
+    if one_rep:
+        note += (" Where repetitions is 1 the bootstrap resamples pairs only: the CI covers "
+                 "request-level noise only, not run-to-run spread.")
+    estimates = Table("paired", "Paired A/B: the same requests on both endpoints",
+                      pd.DataFrame(rows), est, note)
+    counts = pr.counts_frame()
+    crow = []
+    for c in pr.counts:
+        crow.append({"repetition": c.repetition, result.level_name: fmt_level(c.level),
+                     "endpoint": f"{c.endpoint} vs {c.baseline}", "pairs": fmt(c.pairs),
+                     f"unpaired {c.baseline}": fmt(c.unpaired_baseline),
+                     "unpaired endpoint": fmt(c.unpaired_endpoint),
+                     "without key": fmt(c.blank_baseline + c.blank_endpoint),
+                     "runs": c.runs})
+    loop = ("Closed loop: each user sends its next request when the last ends, so the faster "
+            "endpoint sends more requests in the same window; its extra keys have no partner."
+            if pr.mode != "open" else
+            "Open loop: both endpoints get the same arrivals; unpaired requests are failures "
+            "or requests at the window's edges.")
+    count_table = Table("paired_counts", "Paired A/B: pairs per repetition and stage",
+                        pd.DataFrame(crow), counts,
+                        "Completed steady requests joined on (stage, request_key) within each "
+                        "repetition. " + loop + " Requests without a key (older runs) never "
+                        "pair.")
+    return estimates, count_table

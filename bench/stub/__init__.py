@@ -10,7 +10,8 @@ CLI::
 
     python -m bench.stub_server --host 127.0.0.1 --port 0 --ttft-ms 50 --itl-ms 20 --tokens 128 \
         [--reasoning-tokens 0] [--processes 1] [--api-key KEY] [--model stub-model] \
-        [--fault NAME --fault-rate 1.0] [--stall-s 30] [--fault-after 3]
+        [--fault NAME --fault-rate 1.0] [--stall-s 30] [--fault-after 3] \
+        [--prompt-token-factor 1.0]
 
 prints exactly one line ``LISTENING <host>:<port>`` (flushed) once ready and serves until
 SIGTERM/SIGINT, then exits 0.

@@ -165,9 +165,13 @@ def _parse_args(argv: list[str] | None) -> StubConfig:
     p.add_argument("--fault-rate", type=float, default=d.fault_rate)
     p.add_argument("--stall-s", type=float, default=d.stall_s)
     p.add_argument("--fault-after", type=int, default=d.fault_after)
+    p.add_argument("--prompt-token-factor", type=float, default=d.prompt_token_factor,
+                   help="report prompt_tokens times this (another tokenizer; default 1)")
     a = p.parse_args(argv)
     if a.processes < 1:
         p.error("--processes must be >= 1")
+    if a.prompt_token_factor <= 0:
+        p.error("--prompt-token-factor must be > 0")
     return StubConfig(**{f.name: getattr(a, f.name) for f in fields(StubConfig)})
 
 

@@ -45,6 +45,7 @@ class StubConfig:
     fault_rate: float = 1.0              # fraction of requests given --fault (evenly spread)
     stall_s: float = 30.0                # default stall length for the "stall" fault
     fault_after: int = 3                 # tokens sent before a mid-stream fault
+    prompt_token_factor: float = 1.0     # reported prompt_tokens x this (another tokenizer)
 
 
 def make_config(options: dict[str, Any]) -> StubConfig:
@@ -70,7 +71,8 @@ class RequestPlan:
     tokens: int               # completion tokens, reasoning included (0 for empty_stream)
     reasoning_tokens: int     # of which reasoning, sent first
     finish_reason: str        # "length" or "stop"
-    prompt_tokens: int        # reported prompt length: characters of the messages' text // 4 + 1
+    prompt_tokens: int        # reported prompt length: characters of the messages' text // 4 + 1,
+                              # times --prompt-token-factor (rounded) when that is not 1
 
     @property
     def streamed(self) -> bool:
@@ -212,5 +214,14 @@ def plan_request(cfg: StubConfig, raw: bytes, schedule: FaultSchedule) -> Reques
         tokens=n,
         reasoning_tokens=r,
         finish_reason=finish,
-        prompt_tokens=len(_text_of_messages(messages)) // 4 + 1,
+        prompt_tokens=_prompt_tokens(cfg, messages),
     )
+
+
+def _prompt_tokens(cfg: StubConfig, messages: list) -> int:
+    """The reported prompt length: a tokenizer of 4 characters a token, scaled by
+    --prompt-token-factor (another tokenizer or chat template; 1: unchanged)."""
+    n = len(_text_of_messages(messages)) // 4 + 1
+    if cfg.prompt_token_factor == 1.0:
+        return n
+    return max(1, round(n * cfg.prompt_token_factor))

@@ -130,6 +130,11 @@ class RequestRecord:
     request_id: str = column('', doc=(
         'Unique id of the request, sent as its X-Request-Id header: joins the record to server '
         'logs and to a packet capture.'))
+    request_key: str = column('', doc=(
+        "The request's place in the seeded request stream, <stage>/<stream>/<n>: the n-th request "
+        'of user stream <stream> in stage <stage>. Within a repetition every endpoint gets the '
+        'same prompt and requested output length (and in open loop the same arrival offset) for '
+        'the same key: the report pairs the arms on it. Blank in older runs.'))
     start_unix: float = column(NAN, doc=(
         "Wall-clock time the request left the host (Unix seconds): the kernel's transmit stamp "
         "when send_stamp is kernel, else the client's clock just before sending. Every interval "

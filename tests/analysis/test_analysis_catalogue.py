@@ -15,7 +15,7 @@ from analysis.perrun import RunAnalysis, analyse_run
 from analysis.rundata import load_run
 
 VIEWS = ("at", "latency", "throughput", "tokens", "server", "gpu_memory", "per_run", "headline",
-         "terminal", "compare")
+         "terminal", "compare", "paired")
 
 
 def test_every_definition_is_complete_and_consistent():

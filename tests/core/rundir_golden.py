@@ -18,7 +18,7 @@ varies from run to run and keeps everything that is the format:
 
 - masked: times (``*_unix``, ``started_unix``/``ended_unix``), latencies and other per-request
   measurements of the real run (``RECORD_FLOAT_MASKS``: a number becomes ``<f>``, while ``nan``
-  and blank stay), request ids (``<id>``), phases of the real run (``<phase>``, checked to be a
+  and blank stay), request ids (``<id>``) and keys (``<key>``), phases of the real run (``<phase>``, checked to be a
   known one), hosts and pids (``<HOST>:<PID>``, ``pid:<PID>``), ports, the campaign folder's
   time stamp, paths (``<OUT>``, ``<ROOT>``, ``<VENV>``), the host and the versions (suite,
   Python, Locust) in the manifest, record counts and CPU figures (the key stays, the value becomes its
@@ -375,6 +375,9 @@ def _locust_record_cell(norm: Normalizer) -> Callable[[str, str], str]:
             return _float_token(value)
         if name == "request_id":
             return "<id>" if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", value) else f"<bad id {value}>"
+        if name == "request_key":   # <stage>/<worker index>-<user>/<n>
+            return ("<key>" if re.fullmatch(r"-?\d+/\d+-\d+/\d+", value)
+                    else f"<bad key {value}>")
         if name == "phase":
             return "<phase>" if value in PHASES else f"<bad phase {value}>"
         return norm.text(value)

@@ -5,7 +5,7 @@ import pytest
 from core.config import LoadSettings
 from locustfiles.plan import build_plan, locate, total_duration_s
 from locustfiles.prompts import (ConfigPromptError, load_prompts_file, prompt_words_for,
-                                 synthetic_prompts)
+                                 RequestStream, arrival_rng, request_key)
 
 
 def test_closed_plan_stages_and_phases():
@@ -30,16 +30,36 @@ def test_zero_length_phases_are_skipped():
     assert locate(plan, 0.0)[1] == "steady"
 
 
-def test_synthetic_prompts_are_seeded_varied_and_sized():
-    a = synthetic_prompts(seed=1, stream="0-1", words=40)
-    b = synthetic_prompts(seed=1, stream="0-1", words=40)
-    first = [next(a)[0]["content"] for _ in range(50)]
-    assert first == [next(b)[0]["content"] for _ in range(50)]        # reproducible
+def test_the_request_stream_gives_a_key_the_same_request_in_every_arm():
+    stream = RequestStream(seed=1, words=40, max_tokens=64, max_tokens_min=8)
+    again = RequestStream(seed=1, words=40, max_tokens=64, max_tokens_min=8)
+    keys = [request_key(stage, "0-1", n) for stage in (0, 1) for n in range(1, 26)]
+    first = [stream.messages(k)[0]["content"] for k in keys]
+    assert first == [again.messages(k)[0]["content"] for k in keys]    # reproducible per key
+    assert [stream.output_tokens(k) for k in keys] == [again.output_tokens(k) for k in keys]
     assert len({p.split()[1] for p in first}) == 50                   # unique headers
     assert all(len(p.split()) == 40 for p in first)
-    other = next(synthetic_prompts(seed=2, stream="0-1", words=40))[0]["content"]
+    assert len({stream.output_tokens(k) for k in keys}) > 10          # lengths drawn per key
+    assert all(8 <= stream.output_tokens(k) <= 64 for k in keys)
+    other = RequestStream(seed=2, words=40, max_tokens=64).messages(keys[0])[0]["content"]
     assert other != first[0]
+    assert RequestStream(seed=1, words=40, max_tokens=64).output_tokens(keys[0]) == 64
     assert prompt_words_for(64) == 48
+
+
+def test_file_prompts_are_chosen_by_key():
+    prompts = tuple([{"role": "user", "content": f"p{i}"}] for i in range(5))
+    stream = RequestStream(seed=3, words=10, max_tokens=16, file_prompts=prompts)
+    picks = [stream.messages(request_key(0, "0-1", n)) for n in range(1, 200)]
+    assert picks == [RequestStream(seed=3, words=10, max_tokens=16, file_prompts=prompts)
+                     .messages(request_key(0, "0-1", n)) for n in range(1, 200)]
+    assert {p[0]["content"] for p in picks} == {f"p{i}" for i in range(5)}
+
+
+def test_open_loop_arrivals_are_seeded_per_stage_and_stream():
+    a = [arrival_rng(1, 0, "0-1").expovariate(2.0) for _ in range(1)]
+    assert a == [arrival_rng(1, 0, "0-1").expovariate(2.0)]
+    assert arrival_rng(1, 1, "0-1").random() != arrival_rng(1, 0, "0-1").random()
 
 
 def test_prompts_file(tmp_path):
