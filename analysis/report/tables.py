@@ -325,7 +325,7 @@ def paired_tables(result) -> tuple[Table | None, Table | None]:
         crow.append({"repetition": c.repetition, result.level_name: fmt_level(c.level),
                      "endpoint": f"{c.endpoint} vs {c.baseline}", "pairs": fmt(c.pairs),
                      f"unpaired {c.baseline}": fmt(c.unpaired_baseline),
-                     "unpaired endpoint": fmt(c.unpaired_endpoint),
+                     "unpaired, compared endpoint": fmt(c.unpaired_endpoint),
                      "without key": fmt(c.blank_baseline + c.blank_endpoint),
                      "runs": c.runs})
     loop = ("Closed loop: each user sends its next request when the last ends, so the faster "
