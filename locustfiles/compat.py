@@ -150,3 +150,9 @@ def missing_workers(runner: Any) -> int:
     any other runner. Their requests counted by Locust and the records they sent can differ."""
     clients = getattr(runner, "clients", None)
     return len(getattr(clients, "missing", ()) or ()) if clients is not None else 0
+
+
+def connected_worker_ids(runner: Any) -> list[str]:
+    """The client ids of the workers a master has seen so far (Locust's ``clients``)."""
+    clients = getattr(runner, "clients", None)
+    return [node.id for node in getattr(clients, "all", ())] if clients is not None else []

@@ -154,6 +154,10 @@ def _start_roster(ctx: RunContext, environment: Any, runner: Any, options: Any) 
         lambda reason: refuse_run(ctx, environment, reason))
     environment.events.worker_connect.add_listener(
         lambda client_id, **kw: roster.on_connect(client_id))
+    # Locust's master listens from the moment it exists, before init: a worker that was already
+    # waiting may have connected before this listener did
+    for client_id in compat.connected_worker_ids(runner):
+        roster.on_connect(client_id)
     runner.register_message(MSG_CLOCK_REPLY, lambda environment, msg, **kw:
                             roster.on_clock_reply(ClockReply.from_payload(msg.data)))
     expect = int(getattr(options, "expect_workers", 0) or 0)

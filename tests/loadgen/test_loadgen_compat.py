@@ -222,6 +222,26 @@ def _():
         sock.close()
 
 
+@check("locust MasterRunner.clients (.all nodes with .id; .missing)")
+def _():
+    import socket as _s
+    from locust.env import Environment
+    from locust.runners import STATE_MISSING, WorkerNode
+
+    with _s.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runner = Environment().create_master_runner("127.0.0.1", port)
+    try:
+        assert compat.connected_worker_ids(runner) == []
+        runner.clients["early-1"] = WorkerNode("early-1")
+        runner.clients["gone-2"] = WorkerNode("gone-2", state=STATE_MISSING)
+        assert sorted(compat.connected_worker_ids(runner)) == ["early-1", "gone-2"]
+        assert compat.missing_workers(runner) == 1
+    finally:
+        runner.quit()
+
+
 print("RESULTS " + json.dumps(results))
 '''
 
@@ -236,6 +256,7 @@ DETAILS = [
     "protocol) / _semaphore",
     "geventhttpclient HTTPSocketPoolResponse._sock / ._body_buffer (feed() appends in place)",
     "gevent socket._sock (the plain socket under gevent's wrapper)",
+    "locust MasterRunner.clients (.all nodes with .id; .missing)",
 ]
 
 

@@ -153,3 +153,4 @@ def test_workers_that_never_come_fail_the_run_with_the_figures(stub, tmp_path):
     manifest = json.loads((campaign_dir / "runs" / "r01-A" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert "2 worker(s) expected, 0 connected within 4 s" in manifest["failure_reason"]
+
