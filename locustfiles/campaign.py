@@ -30,7 +30,7 @@ from core.rundir.manifest import WorkerProcess
 from deploy.local.ports import local_origins
 from deploy.local.procs import pdeathsig_preexec
 from locustfiles.campaign_args import build_parser, check_arguments, resolve_config
-from locustfiles.cliargs import live_flag_args
+from locustfiles.cliargs import live_flag_args, live_metrics_host
 from locustfiles.plan import build_plan, locate, total_duration_s, user_class_name
 from locustfiles.prompts import ConfigPromptError, check_prompts
 
@@ -307,7 +307,7 @@ def check_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, 
                         f"{' (counted chunks)' if p.output_counted == 'chunks' else ''}"
                         for p in probes)
     print(f"  output tokens ({armcheck.OUTPUT_PROBE_TOKENS} asked): {outputs}", flush=True)
-    cache = (f"a prompts file: its prompts repeat, so the cache warms as the load goes"
+    cache = ("a prompts file: its prompts repeat, so the cache warms as the load goes"
              if load.prompts_file else armcheck.CACHE_STATEMENT)
     print(f"  cache: {cache}; "
           + (f"a warm-up pass of {args.warm_cache} requests per endpoint follows (--warm-cache)"
@@ -394,7 +394,7 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig,
               f"--master-port {remote.bind_port} --endpoints-file <the same endpoints file>"
               f"{' <the same load flags>' if given_load_flags(args) else ''}", flush=True)
     if args.llm_metrics_port:
-        print(f"live metrics while a run goes: http://{live_flag_args(args)[3]}:"
+        print(f"live metrics while a run goes: http://{live_metrics_host(args)}:"
               f"{args.llm_metrics_port}/metrics (Prometheus: deploy/prometheus; Grafana: "
               "deploy/grafana)", flush=True)
     print(f"campaign {campaign_dir}: {len(order)} runs of about {planned:.0f}s each "

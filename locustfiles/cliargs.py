@@ -56,12 +56,18 @@ def add_live_flags(group: Any) -> None:
                        "bind address with remote workers; 0.0.0.0 for all interfaces)")
 
 
-def live_flag_args(options: Any) -> list[str]:
-    """The live-metrics flags as command-line arguments (the campaign's, for each run)."""
-    host = options.llm_metrics_host or (
+def live_metrics_host(options: Any) -> str:
+    """Where the live metrics listen: the flag, else the master's bind address with remote
+    workers (they fetch each run's config there), else 127.0.0.1."""
+    return options.llm_metrics_host or (
         getattr(options, "master_bind_host", None) if getattr(options, "expect_workers", 0)
         else None) or "127.0.0.1"
-    return ["--llm-metrics-port", str(options.llm_metrics_port), "--llm-metrics-host", host]
+
+
+def live_flag_args(options: Any) -> list[str]:
+    """The live-metrics flags as command-line arguments (the campaign's, for each run)."""
+    return ["--llm-metrics-port", str(options.llm_metrics_port),
+            "--llm-metrics-host", live_metrics_host(options)]
 
 
 def config_from_options(options: Any) -> SuiteConfig:

@@ -13,10 +13,11 @@ from typing import Any
 
 import gevent
 
-from core.config import SuiteConfig
+from core.config import Endpoint, SuiteConfig
 from locustfiles.livemetrics import LiveFigures, LiveStatus
 from locustfiles.messages import MSG_STAGE, StageTags
 from locustfiles.plan import Stage, build_plan
+from locustfiles.prompts import RequestStream, load_prompts_file, prompt_words_for
 from locustfiles.sender import RecordSender, worker_id
 from locustfiles.writer import RunWriter
 
@@ -42,6 +43,7 @@ class RunContext:
         self.tags = StageTags()                   # the tags last broadcast (local, master)
         self.roster: Any = None                   # the master's WorkerRoster (workers.py)
         self.refusal = ""                         # why the master refused the run, if it did
+        self._streams: dict[str, RequestStream] = {}
 
     def broadcast(self, tags: StageTags) -> None:
         """Send the current tags to every process that runs users (the run's identity too)."""
@@ -61,6 +63,20 @@ class RunContext:
             self.broadcast(StageTags(-1, self.environment.runner.target_user_count or 0,
                                      "manual", 0.0))
 
+
+    def request_stream(self, endpoint: Endpoint) -> RequestStream:
+        """The seeded request stream of an endpoint's users, made once per process (a prompts
+        file is read once, not once per user). Raises ConfigPromptError."""
+        stream = self._streams.get(endpoint.label)
+        if stream is None:
+            load, settings = self.load, endpoint.request
+            stream = self._streams[endpoint.label] = RequestStream(
+                seed=load.prompt_seed,
+                words=load.prompt_words or prompt_words_for(load.input_tokens),
+                max_tokens=settings.max_tokens, max_tokens_min=settings.max_tokens_min,
+                file_prompts=tuple(load_prompts_file(load.prompts_file))
+                if load.prompts_file else ())
+        return stream
 
     def live_status(self) -> LiveStatus:
         """The run's state now, for the live metrics (master/local)."""

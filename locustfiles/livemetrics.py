@@ -169,6 +169,7 @@ class LiveFigures:
         self.recent: deque[RecentRequest] = deque()
         self.generators: dict[str, GeneratorState] = {}
         self.models: dict[str, str] = {}
+        self.newest_end_unix = 0.0   # the newest request's end: the recent window's anchor
 
     def add_batch(self, batch: RecordBatch) -> None:
         """Count one batch's records and note its process's health figures."""
@@ -210,8 +211,10 @@ class LiveFigures:
         if not math.isnan(values["send_lag_s"]):
             self.send_lag.append((now, endpoint, model, values["send_lag_s"]))
         end = values["start_unix"] + values["e2e_s"]
+        end = end if not math.isnan(end) else now
+        self.newest_end_unix = max(self.newest_end_unix, end)
         self.recent.append(RecentRequest(
-            end_unix=end if not math.isnan(end) else now, endpoint=endpoint, stage=stage,
+            end_unix=end, endpoint=endpoint, stage=stage,
             stage_users=int(row[_COL["stage_users"]]), ttft_s=values["ttft_s"],
             ttfat_s=values["ttfat_s"], tpot_s=values["tpot_s"], e2e_s=values["e2e_s"],
             output_tokens=values["output_tokens"], reasoning_tokens=values["reasoning_tokens"],
@@ -224,8 +227,7 @@ class LiveFigures:
             while state.worst_lag and state.worst_lag[0][0] < now - HEALTH_WINDOW_S:
                 state.worst_lag.popleft()
         # the window is anchored on the newest request, so it stays still once the load stops
-        newest = max((r.end_unix for r in self.recent), default=now)
-        while self.recent and self.recent[0].end_unix < newest - RECENT_WINDOW_S:
+        while self.recent and self.recent[0].end_unix < self.newest_end_unix - RECENT_WINDOW_S:
             self.recent.popleft()
 
     def recent_requests(self) -> list[RecentRequest]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 MSG_STAGE = "llm_stage"
 MSG_RECORDS = "llm_records"
@@ -27,9 +27,22 @@ MSG_FLUSH = "llm_flush"
 MSG_CLOCK = "llm_clock"
 MSG_CLOCK_REPLY = "llm_clock_reply"
 
+_P = TypeVar("_P", bound="PlainPayload")
+
+
+class PlainPayload:
+    """A message whose payload is its dataclass's fields, as they are."""
+
+    def to_payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_payload(cls: type[_P], data: dict[str, Any]) -> _P:
+        return cls(**data)
+
 
 @dataclass
-class StageTags:
+class StageTags(PlainPayload):
     """What a request is tagged with at send time (sent by the master with every tick)."""
 
     stage: int = -1
@@ -38,13 +51,6 @@ class StageTags:
     rate_per_user: float = 0.0
     run_id: str = ""
     repetition: int = 0
-
-    def to_payload(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> StageTags:
-        return cls(**data)
 
 
 @dataclass
@@ -55,8 +61,8 @@ class RecordBatch:
     ``probes.CpuTracker.summary()``; ``loop_lag`` maps a stage (as a string) to lag samples in
     seconds (steady phases); ``loop_lag_worst_s`` is the worst event-loop lateness since the last
     batch in any phase and ``in_flight`` the streams open per endpoint when it left (the live
-    view, ``livemetrics.py``); ``final`` marks the process's last batch of the run (an answer to ``llm_flush``,
-    or its test stop).
+    view, ``livemetrics.py``); ``final`` marks the process's last batch of the run (an answer to
+    ``llm_flush``, or its test stop).
     """
 
     worker: str
@@ -80,21 +86,14 @@ class RecordBatch:
 
 
 @dataclass
-class ClockProbe:
+class ClockProbe(PlainPayload):
     """The master's wall clock when it sent the probe."""
 
     sent_unix: float
 
-    def to_payload(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> ClockProbe:
-        return cls(**data)
-
 
 @dataclass
-class ClockReply:
+class ClockReply(PlainPayload):
     """A worker's answer to a ClockProbe: the probe's time back, the worker's wall clock when it
     answered, who it is, and the digest of its config (``SuiteConfig.digest``)."""
 
@@ -103,10 +102,3 @@ class ClockReply:
     worker: str
     host: str
     config_digest: str
-
-    def to_payload(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> ClockReply:
-        return cls(**data)

@@ -186,22 +186,19 @@ def refuse_run(ctx: RunContext, environment: Any, reason: str) -> None:
     log.error("refusing the run: %s", reason)
     sys.stderr.write(f"error: {reason}\n")
     environment.process_exit_code = BAD_CONFIG_EXIT_CODE
-    if getattr(environment.parsed_options, "headless", False) and runner_waiting(environment):
-        # Locust is still waiting for its workers: its shutdown (and its SIGTERM handler) comes
-        # only after that wait, so finalize here (as failed, with the reason), tell the workers
-        # to quit, and leave
-        on_quitting(environment)
-        environment.runner.quit()
-        logging.shutdown()
-        os._exit(BAD_CONFIG_EXIT_CODE)
-    # Locust's own SIGTERM handling: its shutdown fires quitting, and the run is finalized as
-    # failed, with this reason
-    os.kill(os.getpid(), signal.SIGTERM)
+    # Not through Locust's shutdown: its SIGTERM handler is installed only once its start-up
+    # (the wait for workers, the first spawn) is over, and a refusal comes during it. Finalize
+    # here (the users stopped and their last records collected if they ran; failed, with the
+    # reason), tell the workers to quit, and leave. In a greenlet of its own: a refusal comes
+    # from a message handler, and the last records come through the same message listener.
+    gevent.spawn(_end_refused_run, environment)
 
 
-def runner_waiting(environment: Any) -> bool:
-    """The runner has not started its test yet (a headless master waiting for workers)."""
-    return environment.runner.state == STATE_INIT
+def _end_refused_run(environment: Any) -> None:
+    on_quitting(environment)
+    environment.runner.quit()
+    logging.shutdown()
+    os._exit(BAD_CONFIG_EXIT_CODE)
 
 
 def _start_live_view(ctx: RunContext, environment: Any, options: Any) -> None:

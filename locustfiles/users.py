@@ -27,8 +27,7 @@ from locustfiles import compat, runtime
 from locustfiles.clients import ChatClient, chat_body, make_client
 from locustfiles.context import RunContext, run_context
 from locustfiles.plan import user_class_name
-from locustfiles.prompts import (ConfigPromptError, RequestStream, arrival_rng, load_prompts_file,
-                                 prompt_words_for, request_key)
+from locustfiles.prompts import ConfigPromptError, arrival_rng, request_key
 
 runtime.install(events)
 
@@ -81,14 +80,8 @@ class StreamingUser(User):
         load = ctx.load
         # back-off and start spread only; what is sent comes from the keyed request stream
         self.rng = random.Random(f"{load.prompt_seed}/timing/{self.stream}")
-        settings = self.endpoint.request
         try:
-            self.requests = RequestStream(
-                seed=load.prompt_seed,
-                words=load.prompt_words or prompt_words_for(load.input_tokens),
-                max_tokens=settings.max_tokens, max_tokens_min=settings.max_tokens_min,
-                file_prompts=tuple(load_prompts_file(load.prompts_file))
-                if load.prompts_file else ())
+            self.requests = ctx.request_stream(self.endpoint)
         except ConfigPromptError as exc:
             runtime.log.error("%s", exc)
             raise StopUser() from exc

@@ -122,12 +122,6 @@ def campaign_flags() -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", out.stdout))
 
 
-def _campaign_has_remote_worker_flags() -> bool:
-    from locustfiles.campaign_args import build_parser
-    known = build_parser()._option_string_actions
-    return all(f in known for f in REMOTE_WORKER_FLAGS)
-
-
 def test_the_old_single_file_is_gone_and_every_file_has_documents():
     assert not (K8S / "locust.yaml").exists()
     assert {name for name, _ in DOCS} == {p.name for p in K8S.glob("*.y*ml")}
@@ -163,12 +157,11 @@ def test_the_job_runs_the_campaign_with_flags_it_accepts(campaign_flags):
     assert not unknown, f"the campaign does not accept {sorted(unknown)}"
 
 
-@pytest.mark.xfail(not _campaign_has_remote_worker_flags(), reason="flag pending", strict=True)
 def test_the_job_uses_the_campaigns_remote_worker_flags(campaign_flags):
     words = command_line(campaign_job())
     for name in REMOTE_WORKER_FLAGS:
         assert name in words, f"the Job should pass {name}"
-        assert name in campaign_flags, f"the campaign does not accept {name} yet"
+        assert name in campaign_flags, f"the campaign does not accept {name}"
 
 
 def test_the_service_selects_the_jobs_pod_on_the_master_port():
