@@ -25,6 +25,10 @@ from urllib.parse import urlparse
 
 from core import secrets
 
+# [load] settings that name a file: relative paths are read from the config file's folder (or,
+# on the command line, the current folder); a distributed run compares their content
+LOAD_FILES = ("prompts_file", "trace_file")
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "endpoints.toml"
 CONFIG_ENV_VAR = "LOCUST_ENDPOINTS_FILE"
 
@@ -86,7 +90,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    mode: str = setting("closed", one_of("closed", "open"))  # closed: concurrency; open: Poisson
+    mode: str = setting("closed", one_of("closed", "open", "trace"))  # concurrency; Poisson; trace
     stages: tuple[int, ...] = setting((1, 4, 8, 16, 32), numbers(int, low=1))  # users per stage
     rates: tuple[float, ...] = setting((1.0, 2.0, 4.0), numbers(float, above=0))  # req/s (open)
     ramp_s: float = setting(5.0, at_least(0))
@@ -98,6 +102,21 @@ class LoadSettings:
     prompt_words: int = setting(0, at_least(0))  # 0: derive from input_tokens (preflight calibrates)
     prompt_seed: int = 0
     prompts_file: str = ""                       # relative paths: from the config file's folder
+    # the prompts file's format: auto (from its first item), openai (one item per line with
+    # "messages" or "prompt"; optional "max_tokens" and "metadata"), sharegpt (conversations)
+    prompts_format: str = setting("auto", one_of("auto", "openai", "sharegpt"))
+    # requested output lengths: request ([request] max_tokens, or uniform from max_tokens_min),
+    # lognormal (median output_median_tokens, shape output_sigma, within [max(1, max_tokens_min),
+    # max_tokens]), dataset (each prompts-file item's own length; the request rule without one)
+    output_dist: str = setting("request", one_of("request", "lognormal", "dataset"))
+    output_median_tokens: int = setting(0, at_least(0))  # 0: half of max_tokens
+    output_sigma: float = setting(0.5, above(0))
+    prefix_share: float = setting(0.0, at_least(0))  # share of requests (0..1) that start with
+    prefix_tokens: int = setting(0, at_least(0))     # one shared system prompt of this length
+    turns: int = setting(1, at_least(1))             # closed loop: turns per conversation
+    think_time_s: float = setting(0.0, at_least(0))  # a user's pause between its turns
+    trace_file: str = ""                             # mode = "trace": the JSONL arrival schedule
+    trace_time_scale: float = setting(1.0, above(0))  # 2: the trace replays twice as fast
     client: str = setting("fast", one_of("fast", "openai"))  # geventhttpclient or the openai SDK
     max_in_flight: int = setting(1024, at_least(1))  # open loop: concurrent streams per process
     start_spread_s: float = setting(1.0, at_least(0))  # closed loop: first request waits 0..this
@@ -133,11 +152,11 @@ class SuiteConfig:
         """A short fingerprint of everything that shapes the load (the file's content, not its
         path): a distributed run's workers must have the master's config."""
         data = self.to_file_dict()
-        prompts = data["load"].get("prompts_file")
-        if prompts:   # hosts keep the file in different places: its content is what counts
-            path = Path(prompts)
-            data["load"]["prompts_file"] = (hashlib.sha256(path.read_bytes()).hexdigest()
-                                            if path.is_file() else "missing")
+        for name in LOAD_FILES:   # hosts keep a file in different places: its content counts
+            if data["load"].get(name):
+                path = Path(data["load"][name])
+                data["load"][name] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                                      if path.is_file() else "missing")
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -340,6 +359,25 @@ def validate_request(request: RequestSettings, section: str = "request") -> None
 
 def validate_load(load: LoadSettings) -> None:
     check_settings(load, "load")
+    if load.prefix_share > 1:
+        raise ConfigError(f"[load] prefix_share = {load.prefix_share:g}: give a share from 0 "
+                          "(no shared prefix) to 1 (every request)")
+    if load.prefix_share > 0 and not load.prefix_tokens:
+        raise ConfigError(f"[load] prefix_share = {load.prefix_share:g} needs prefix_tokens > 0 "
+                          "(the shared system prompt's length in tokens)")
+    if load.mode == "trace" and not load.trace_file:
+        raise ConfigError('[load] mode = "trace" needs trace_file (a JSONL schedule; see '
+                          "docs/workloads.md)")
+    if load.trace_file and load.mode != "trace":
+        raise ConfigError(f'[load] trace_file is set but mode = "{load.mode}": set mode = '
+                          '"trace" to replay it (--mode trace), or remove trace_file')
+    if load.turns > 1 and load.mode != "closed":
+        raise ConfigError(f"[load] turns = {load.turns}: multi-turn conversations run in closed "
+                          f'loop (mode = "closed"), not mode = "{load.mode}"')
+    if load.output_dist == "dataset" and not load.prompts_file:
+        raise ConfigError('[load] output_dist = "dataset" takes each item\'s length from '
+                          "prompts_file: set prompts_file, or use output_dist = \"request\" or "
+                          '"lognormal"')
     if load.failure_backoff_max_s < load.failure_backoff_s:
         raise ConfigError(f"[load] failure_backoff_max_s = {load.failure_backoff_max_s:g} is "
                           f"below failure_backoff_s = {load.failure_backoff_s:g}")
@@ -368,13 +406,18 @@ def load_config(path: str | os.PathLike[str] | None = None) -> SuiteConfig:
 
 
 def _prompts_file_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A relative prompts_file is read from the config file's folder, not Locust's."""
+    """A relative prompts_file or trace_file is read from the config file's folder, not
+    Locust's."""
     load = data.get("load")
-    if isinstance(load, dict) and isinstance(load.get("prompts_file"), str) and load["prompts_file"]:
-        path = Path(load["prompts_file"]).expanduser()
-        if not path.is_absolute():
-            return {**data, "load": {**load, "prompts_file": str(folder / path)}}
-    return data
+    if not isinstance(load, dict):
+        return data
+    load = dict(load)
+    for name in LOAD_FILES:
+        if isinstance(load.get(name), str) and load[name]:
+            path = Path(load[name]).expanduser()
+            if not path.is_absolute():
+                load[name] = str(folder / path)
+    return {**data, "load": load}
 
 
 def with_overrides(config: SuiteConfig, *, urls: dict[str, str] | None = None,
@@ -397,8 +440,9 @@ def with_overrides(config: SuiteConfig, *, urls: dict[str, str] | None = None,
             changes["model"] = models[ep.label]
         endpoints.append(dataclasses.replace(ep, **changes))
     load_changes = {k: v for k, v in load_overrides.items() if v is not None}
-    if load_changes.get("prompts_file"):
-        load_changes["prompts_file"] = str(Path(load_changes["prompts_file"]).expanduser().resolve())
+    for name in LOAD_FILES:
+        if load_changes.get(name):
+            load_changes[name] = str(Path(load_changes[name]).expanduser().resolve())
     load = _normalise(dataclasses.replace(config.load, **load_changes))
     validate_load(load)
     return dataclasses.replace(config, endpoints=tuple(endpoints), load=load)

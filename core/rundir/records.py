@@ -135,6 +135,18 @@ class RequestRecord:
         'of user stream <stream> in stage <stage>. Within a repetition every endpoint gets the '
         'same prompt and requested output length (and in open loop the same arrival offset) for '
         'the same key: the report pairs the arms on it. Blank in older runs.'))
+    session: str = column('', doc=(
+        "Multi-turn conversations ([load] turns > 1): the conversation's id, the request key of "
+        'its first turn. Blank for single requests.'))
+    turn: int = column(0, doc=(
+        'The turn within its conversation (1 = the first, sent without history); 0 for single '
+        'requests.'))
+    dataset_item: int = column(-1, doc=(
+        'The line (1-based) of the prompts file or trace file this request came from; -1 for '
+        'synthetic prompts.'))
+    shared_prefix: bool = column(False, doc=(
+        'True when the request began with the shared system prompt ([load] prefix_share, '
+        'prefix_tokens).'))
     start_unix: float = column(NAN, doc=(
         "Wall-clock time the request left the host (Unix seconds): the kernel's transmit stamp "
         "when send_stamp is kernel, else the client's clock just before sending. Every interval "
