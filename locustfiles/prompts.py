@@ -62,6 +62,17 @@ def arrival_rng(seed: int, stage: int, stream: str) -> random.Random:
 
 
 @dataclass(frozen=True)
+class PlannedRequest:
+    """What one key asks for, as plain data: the messages, the requested output length and where
+    they came from (the record's dataset_item and shared_prefix columns)."""
+
+    messages: Messages
+    output_tokens: int
+    dataset_item: int = -1          # the prompts file's line (1-based); -1: synthetic
+    shared_prefix: bool = False     # begins with the shared system prompt
+
+
+@dataclass(frozen=True)
 class RequestStream:
     """What a key asks for: its messages and its requested output length (plain, seeded)."""
 
@@ -70,6 +81,10 @@ class RequestStream:
     max_tokens: int
     max_tokens_min: int = 0                 # > 0: lengths drawn from [this, max_tokens]
     file_prompts: tuple = ()                # a prompts file's prompts (replace synthetic ones)
+
+    def plan(self, key: str) -> PlannedRequest:
+        """Everything the request of ``key`` asks for (the same in every arm)."""
+        return PlannedRequest(self.messages(key), self.output_tokens(key))
 
     def messages(self, key: str) -> Messages:
         if self.file_prompts:

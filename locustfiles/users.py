@@ -130,11 +130,13 @@ class StreamingUser(User):
         The key decides the prompt and the requested output length (the same in every arm)."""
         client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
         record = self.ctx.sender.new_record(self.endpoint.label, self.endpoint.model, client.name)
+        planned = self.requests.plan(key)
         record.request_key = key
-        record.requested_tokens = self.requests.output_tokens(key)
+        record.requested_tokens = planned.output_tokens
+        record.dataset_item, record.shared_prefix = planned.dataset_item, planned.shared_prefix
         record.scheduled_unix = due_unix
         try:
-            client.stream_chat(chat_body(self.endpoint, self.requests.messages(key),
+            client.stream_chat(chat_body(self.endpoint, planned.messages,
                                          record.requested_tokens), record)
         finally:  # an interrupted stream (GreenletExit) is recorded too
             record.send_lag_s = record.start_unix - due_unix
