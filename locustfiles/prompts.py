@@ -86,6 +86,17 @@ class RequestStream:
         """Everything the request of ``key`` asks for (the same in every arm)."""
         return PlannedRequest(self.messages(key), self.output_tokens(key))
 
+    def turn(self, session: str, turn: int) -> PlannedRequest:
+        """Turn ``turn`` (from 1) of the conversation ``session`` (its first turn's key). Turn 1
+        is a whole first request; a later turn's messages are only what the user adds (the
+        caller puts the history, answers included, before them)."""
+        if turn == 1:
+            return self.plan(session)
+        later = self.plan(f"{session}/turn{turn}")
+        users = [m for m in later.messages if m.get("role") == "user"]
+        return PlannedRequest(users[-1:] or later.messages[-1:], later.output_tokens,
+                              later.dataset_item, False)
+
     def messages(self, key: str) -> Messages:
         if self.file_prompts:
             index = random.Random(f"{self.seed}/file/{key}").randrange(len(self.file_prompts))
