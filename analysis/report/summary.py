@@ -50,9 +50,39 @@ def _paired(result) -> dict[str, Any]:
     pr = getattr(result, "paired", None)
     if pr is None:
         return {"reason": "not computed", "estimates": [], "counts": []}
+    verdicts = paired_terminal_verdicts(result)
     return {"reason": pr.reason, "mode": pr.mode,
+            # what the terminal summary prints: the level and its verdicts
+            "headline_level": verdicts[0][0] if verdicts else None,
+            "headline": [text for _, text in verdicts],
             "estimates": records_json(pr.estimates_frame()),
             "counts": records_json(pr.counts_frame())}
+
+
+def paired_terminal_verdicts(result) -> list[tuple[float, str]]:
+    """(level, verdict) of the paired A/B for the terminal summary: the At-N level, else the
+    highest level with pairs; the metrics the terminal view shows that are paired, then the
+    other paired ones."""
+    pr = getattr(result, "paired", None)
+    if pr is None or not pr.estimates:
+        return []
+    levels = sorted({e.level for e in pr.estimates})
+    level = (float(result.at_level) if result.at_level is not None
+             and float(result.at_level) in levels else levels[-1])
+    order = {k: i for i, k in enumerate(shown_in("terminal") + shown_in("paired"))}
+    chosen = [e for e in pr.estimates if e.level == level]
+    chosen.sort(key=lambda e: (order.get(e.metric, len(order)), e.endpoint))
+    return [(level, e.verdict) for e in chosen]
+
+
+def _paired_lines(result) -> list[str]:
+    verdicts = paired_terminal_verdicts(result)
+    if not verdicts:
+        return []
+    level = verdicts[0][0]
+    return (["", f"Paired A/B at {fmt_level(level)} {result.level_name} (the same requests sent "
+             "to each endpoint; 95% CI over repetitions and requests):"]
+            + [f"  {text}" for _, text in verdicts])
 
 
 def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) -> str:
@@ -90,6 +120,7 @@ def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) 
         if verdicts:
             lines.append("")
             lines += [f"  {v}" for v in verdicts]
+    lines += _paired_lines(result)
     lines.append("")
     if result.warnings:
         lines.append(f"Warnings ({len(result.warnings)}):")

@@ -303,3 +303,22 @@ def test_pairing_beats_independent_comparison():
     broken = paired_compare(shuffled, n_boot=300, seed=1)
     assert paired.ci_low_pct <= 20 <= paired.ci_high_pct
     assert (paired.ci_high_pct - paired.ci_low_pct) * 2 < (broken.ci_high_pct - broken.ci_low_pct)
+
+
+def test_the_terminal_summary_ends_with_the_paired_verdicts(campaign):
+    from analysis.report.summary import paired_terminal_verdicts, summary_text
+
+    res, *_ = campaign
+    text = summary_text(res)
+    heading = next(line for line in text.splitlines() if line.startswith("Paired A/B at "))
+    level = float(res.at_level) if res.at_level is not None else 4.0
+    assert heading.startswith(f"Paired A/B at {level:g} users")
+    block = text.split(heading)[1].split("\n\n")[0].strip().splitlines()
+    wanted = [v for _, v in paired_terminal_verdicts(res)]
+    assert [line.strip() for line in block] == wanted
+    # every paired metric at that level, each the estimate's own verdict, TTFT first
+    at_level = [e for e in res.paired.estimates if e.level == level]
+    assert sorted(wanted) == sorted(e.verdict for e in at_level) and len(wanted) == 4
+    summary = json.loads((campaign[2] / "summary.json").read_text())["paired"]
+    assert summary["headline"] == wanted and summary["headline_level"] == level
+    assert wanted[0].startswith(f"On the same {3 * N_PAIRED} requests, B's TTFT is ")
