@@ -11,12 +11,13 @@ STAGES ?=
 LABEL ?= compare
 RUNS ?=
 
-.PHONY: help setup system-deps vllm-env test bench loadtest ui report demo servers exporter gpu-check image clean
+.PHONY: help setup system-deps vllm-env test bench loadtest capacity ui report demo servers exporter gpu-check image clean
 
 help:
 	@echo "make demo       run the whole comparison on two tiny CPU-served vLLM models"
 	@echo "make test       run the test suite (installs what it needs)"
 	@echo "make loadtest   sweep the endpoints in \$$CONFIG headless, then build the report"
+	@echo "make capacity SLO=\"ttft_p99<=0.5,error_rate<=0.01\"   each endpoint's capacity under the SLOs, compared"
 	@echo "make ui         the Locust web UI on the same user classes"
 	@echo "make report RUNS=results/...   rebuild a report"
 	@echo "make bench      load-generator speed/accuracy, wire truth (packet capture), exporter and report benchmarks"
@@ -58,6 +59,14 @@ bench: setup system-deps
 loadtest: setup
 	$(PY) -m locustfiles.campaign --endpoints-file $(CONFIG) --label $(LABEL) \
 	  $(if $(REPS),--repetitions $(REPS)) $(if $(STAGES),--stages $(STAGES)) \
+	  $(if $(A_URL),--a-url $(A_URL)) $(if $(B_URL),--b-url $(B_URL)) \
+	  $(if $(A_MODEL),--a-model $(A_MODEL)) $(if $(B_MODEL),--b-model $(B_MODEL)) $(ARGS)
+
+# the highest load each endpoint sustains within SLO (docs/capacity.md)
+capacity: setup
+	@test -n '$(SLO)' || (echo 'give the SLOs: make capacity SLO="ttft_p99<=0.5,tpot_p99<=0.05,error_rate<=0.01"' && exit 2)
+	$(PY) -m locustfiles.campaign --capacity --slo '$(SLO)' --endpoints-file $(CONFIG) --label $(LABEL) \
+	  $(if $(REPS),--repetitions $(REPS)) \
 	  $(if $(A_URL),--a-url $(A_URL)) $(if $(B_URL),--b-url $(B_URL)) \
 	  $(if $(A_MODEL),--a-model $(A_MODEL)) $(if $(B_MODEL),--b-model $(B_MODEL)) $(ARGS)
 

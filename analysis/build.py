@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from core.rundir import Manifest, find_run_dirs
+from core.config import is_open_loop
 
+from .capacity import read_capacity
 from .combine import combine, compare, count_runs  # noqa: F401  (count_runs: the report's)
 from .compute import parse_slos
 from .errors import AnalysisError, NoRecordsError, WarningList
@@ -27,6 +29,7 @@ from .runref import RunRef, run_refs
 from .configs import check_configs, setup_summary
 from .paired import PairedResult, analyse_paired
 from .timeseries import TimeSeries
+from .turns import TurnsResult, analyse_turns
 
 
 @dataclass
@@ -67,6 +70,10 @@ class Result:
     down_windows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DOWN_COLUMNS))
     # the paired A/B on the same requests (analysis.paired)
     paired: PairedResult = field(default_factory=PairedResult)
+    # capacity.json of the capacity campaign the runs came from (analysis.capacity); else None
+    capacity: dict[str, Any] | None = None
+    # multi-turn conversations: first vs later turns (analysis.turns); empty without them
+    turns: TurnsResult = field(default_factory=TurnsResult)
 
     def value(self, endpoint: str, level: float, metric: str, stat: str = "mean") -> float:
         c = self.combined
@@ -112,6 +119,7 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
     slos = parse_slos(opts.slos)
     warnings = WarningList()
     dirs = discover([str(p) for p in paths])
+    capacity = read_capacity(dirs)
     manifests: list[tuple[Path, Manifest]] = []
     reasons = []
     for d in dirs:
@@ -203,7 +211,7 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
             timeseries.setdefault(ep, ts)
     modes = sorted({r.mode for r in runs})
     mode = modes[0]
-    check_configs(loaded_runs, warnings)
+    check_configs(loaded_runs, warnings, capacity=capacity is not None)
 
     endpoints = []
     for r in runs:
@@ -247,13 +255,15 @@ def analyse(paths: list[str], opts: Options | None = None) -> Result:
             if m and ep not in models:
                 models[ep] = str(m)
     setup = setup_summary(loaded_runs, runs, endpoints, models)
-    level_name = "req/s" if mode == "open" else "users"
+    level_name = "req/s" if is_open_loop(mode) else "users"
     return Result(runs=runs, per_run=per_run, errors=errors, combined=combined,
                   comparisons=comparisons, warnings=warnings, endpoints=endpoints,
                   baseline=baseline, levels=levels, at_level=at_level, level_name=level_name,
                   mode=mode, slos=slos, setup=setup, timeseries=timeseries,
                   distributions=distributions, options=opts, inputs=[str(p) for p in paths],
-                  models=models, down_windows=down_windows, paired=paired)
+                  models=models, down_windows=down_windows, paired=paired, capacity=capacity,
+                  turns=analyse_turns([ra.turns for ra in analyses if ra.turns is not None],
+                                      endpoints))
 
 
 def _num(x: Any) -> float:

@@ -145,7 +145,7 @@ for _f, _name, _col in (("ttft", "TTFT", "ttft_s"), ("ttfat", "TTFAT", "ttfat_s"
 _d("itl_max", "ITL max", "ms", f"Longest gap between content chunks (max of itl_max_s) over {_OK}.",
    True, 1,
    src=RECORDS, stat="max", column="itl_max_s", show="tokens:9")
-_d("send_lag_p99", "send lag p99", "ms", "Open-loop mode: 99th percentile of send_lag_s over "
+_d("send_lag_p99", "send lag p99", "ms", "Open loop and trace replay: 99th percentile of send_lag_s over "
    f"{_STEADY}; large values mean the generator fell behind its schedule.", True, 1,
    src=RECORDS, stat="p99", show="throughput:7")
 _d("gpu_util_mean", "GPU utilization", "%", "NVML utilization (nvml_gpu_utilization_ratio: share "

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.config import is_open_loop
+
 from .catalogue import METRICS, RECORDS
 from .definitions import SLO_FIELDS
 from .errors import WarningList
@@ -95,7 +97,7 @@ def stage_windows(run: RunData, warnings: WarningList) -> pd.DataFrame:
                      "rate": math.nan, "t0": t0, "t1": t1, "estimated": True})
     df = pd.DataFrame(rows, columns=["stage", "users", "rate", "t0", "t1", "estimated"])
     df["duration"] = (df["t1"] - df["t0"]).where(lambda d: d > 0)
-    df["level"] = df["rate"] if run.mode == "open" else df["users"]
+    df["level"] = df["rate"] if is_open_loop(run.mode) else df["users"]
     return df.sort_values("stage").reset_index(drop=True)
 
 

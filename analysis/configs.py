@@ -15,11 +15,17 @@ REQUEST_SETTINGS = ("max_tokens", "temperature", "ignore_eos")
 LOAD_SETTINGS_IGNORED = ("repetitions",)
 
 
-def check_configs(runs: list[RunData], warnings: WarningList) -> None:
-    """Warn when runs combined or compared differ in settings that change the numbers."""
+# A capacity search's probes differ in their level by design (analysis.capacity).
+LOAD_SETTINGS_SEARCHED = ("stages", "rates")
+
+
+def check_configs(runs: list[RunData], warnings: WarningList, *, capacity: bool = False) -> None:
+    """Warn when runs combined or compared differ in settings that change the numbers (the
+    probes of a capacity search may differ in their level)."""
+    ignored = LOAD_SETTINGS_IGNORED + (LOAD_SETTINGS_SEARCHED if capacity else ())
     load_sig: dict[str, list[str]] = {}
     for r in runs:
-        load = {k: v for k, v in r.load.items() if k not in LOAD_SETTINGS_IGNORED}
+        load = {k: v for k, v in r.load.items() if k not in ignored}
         load_sig.setdefault(json.dumps(load, sort_keys=True, default=str), []).append(r.name)
     if len(load_sig) > 1:
         loads = [json.loads(s) for s in load_sig]

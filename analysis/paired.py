@@ -62,7 +62,7 @@ class RunRequests:
     run: str                      # the report's name for the run
     campaign: str
     repetition: int
-    mode: str                     # closed or open
+    mode: str                     # closed, open or trace (core.config.is_open_loop)
     keyed: pd.DataFrame           # endpoint, stage, level, request_key, the paired columns
     blank: dict[tuple[str, int], int] = field(default_factory=dict)   # (endpoint, stage) -> n
     # completed steady requests without a key (older runs): never paired

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.rundir import LoadGeneratorSummary
+from core.config import is_open_loop
 
 from .catalogue import REQUEST_COMPARED
 from .compute import gap_warnings, metric_figures, request_figures, stage_windows
@@ -24,6 +25,7 @@ from .outages import MIN_DOWN_S, down_seconds, run_down_windows
 from .paired import RunRequests, run_requests
 from .rundata import RunData
 from .timeseries import TimeSeries, run_timeseries
+from .turns import turn_requests
 
 DOWN_COLUMNS = ["run", "campaign", "run_id", "endpoint", "start_s", "start_unix", "end_unix",
                 "duration_s", "failures", "error_category"]
@@ -65,6 +67,8 @@ class RunAnalysis:
     warnings: WarningList = field(default_factory=WarningList)
     # completed steady requests with their request_key, for the paired A/B (analysis.paired)
     paired: RunRequests | None = None
+    # steady conversation turns (analysis.turns); empty without multi-turn conversations
+    turns: pd.DataFrame | None = None
 
 
 def _bad(v: Any) -> bool:
@@ -120,7 +124,7 @@ def analyse_run(run: RunData, slos: dict[str, float],
     paired = run_requests(run.records, windows, run=run.name, campaign=run.campaign,
                           repetition=run.repetition, mode=run.mode)
     return RunAnalysis(info, per_run, errors, down, _request_values(run, windows), timeseries,
-                       list(missing), warnings, paired)
+                       list(missing), warnings, paired, turn_requests(run.records, windows))
 
 
 def _derived(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +167,7 @@ def _stage_warnings(run: RunData, per_run: pd.DataFrame, warnings: WarningList) 
     for row in per_run.itertuples(index=False):
         if row.requests == 0:
             warnings.add("empty_stage", f"run {run.name}: endpoint {row.endpoint}: stage "
-                         f"{row.stage} ({_lvl(row.level)} {'req/s' if run.mode == 'open' else 'users'}) "
+                         f"{row.stage} ({_lvl(row.level)} {'req/s' if is_open_loop(run.mode) else 'users'}) "
                          "has no steady-state requests; its figures are n/a", run.ref,
                          row.endpoint)
     chunk_counted = per_run.groupby("endpoint")["tokens_from_chunks"].sum()

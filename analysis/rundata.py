@@ -28,7 +28,7 @@ RECORD_COLUMNS = ("endpoint", "model", "repetition", "stage", "stage_users", "ph
                   "start_unix", "send_lag_s", "presend_s", "ttft_s", "ttfat_s", "e2e_s",
                   "tpot_s", "output_tokens", "reasoning_tokens", "answer_tokens", "prompt_tokens",
                   "tokens_from_usage", "itl_mean_s", "itl_p99_s", "itl_max_s", "ok",
-                  "error_category", "error_message")
+                  "error_category", "error_message", "session", "turn")
 REQUIRED_RECORD_COLUMNS = ("endpoint", "stage", "phase", "start_unix", "ok")
 
 

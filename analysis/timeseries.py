@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.rundir import series
+from core.config import is_open_loop
 
 from .rundata import RunData
 from .samples import GAP_FACTOR, _level_text, endpoint_slices
@@ -58,7 +59,7 @@ def run_timeseries(run: RunData, endpoint: str, windows: pd.DataFrame) -> TimeSe
         t_end = s.end_unix if not math.isnan(s.end_unix) else s.drain_unix
         if math.isnan(t_begin):
             continue
-        users = s.rate if run.mode == "open" else s.users
+        users = s.rate if is_open_loop(run.mode) else s.users
         ut += [t_begin - origin]
         uv += [users]
         if not math.isnan(t_end):

@@ -58,6 +58,16 @@ def setting(default: Any, rule: dict[str, Any] | None = None) -> Any:
     return field(default=default, metadata=rule or {})
 
 
+# The modes whose load is arrivals on a schedule, whatever the server's speed (a rate per
+# stage, send lag recorded), rather than a number of users each waiting for its last answer.
+OPEN_LOOP_MODES = ("open", "trace")
+
+
+def is_open_loop(mode: str) -> bool:
+    """Open loop (Poisson arrivals) or trace replay: load set by a rate, not by users."""
+    return mode in OPEN_LOOP_MODES
+
+
 @dataclass(frozen=True)
 class RequestSettings:
     max_tokens: int = setting(128, at_least(1))
@@ -371,6 +381,14 @@ def validate_load(load: LoadSettings) -> None:
     if load.trace_file and load.mode != "trace":
         raise ConfigError(f'[load] trace_file is set but mode = "{load.mode}": set mode = '
                           '"trace" to replay it (--mode trace), or remove trace_file')
+    if load.mode == "trace":
+        ignored = [name for name, off in (("prompts_file", ""), ("output_dist", "request"),
+                                          ("prefix_share", 0.0))
+                   if getattr(load, name) != off]
+        if ignored:
+            raise ConfigError(f'[load] mode = "trace" sends the trace\'s own lengths with '
+                              f"synthetic prompts: {', '.join(ignored)} would be ignored; "
+                              "remove it, or use mode = \"open\" or \"closed\"")
     if load.turns > 1 and load.mode != "closed":
         raise ConfigError(f"[load] turns = {load.turns}: multi-turn conversations run in closed "
                           f'loop (mode = "closed"), not mode = "{load.mode}"')

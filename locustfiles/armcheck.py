@@ -41,6 +41,26 @@ Messages = list[dict[str, Any]]
 CACHE_STATEMENT = ("synthetic prompts begin with a unique random header, so no two requests "
                    "share more than the chat template's prefix: every request is a fresh "
                    "prefix (prefix caching cannot flatter one arm)")
+FILE_CACHE_STATEMENT = "a prompts file: its prompts repeat, so the cache warms as the load goes"
+
+
+def cache_prefix_kind(load: Any) -> str:
+    """campaign.json's preflight.cache.prefix: what the requests' prefixes are."""
+    kind = "prompts file" if load.prompts_file else "fresh per request"
+    if load.prefix_share > 0 and load.prefix_tokens:
+        kind += f"; shared prefix on {load.prefix_share:.0%}"
+    return kind
+
+
+def cache_statement(load: Any) -> str:
+    """How prefix caching meets the load's prompts, in words (the preflight's cache line)."""
+    statement = FILE_CACHE_STATEMENT if load.prompts_file else CACHE_STATEMENT
+    if load.prefix_share > 0 and load.prefix_tokens:
+        statement += (f"; but {load.prefix_share:.0%} of requests (drawn per request key, the "
+                      f"same on every arm) begin with one shared system prompt of about "
+                      f"{load.prefix_tokens} tokens, which every arm can cache after its first "
+                      "such request (prefix_share)")
+    return statement
 
 
 def tolerance(reference: int) -> int:

@@ -33,6 +33,7 @@ from locustfiles.campaign_args import build_parser, check_arguments, resolve_con
 from locustfiles.cliargs import live_flag_args, live_metrics_host
 from locustfiles.plan import build_plan, locate, total_duration_s, user_class_name
 from locustfiles.prompts import ConfigPromptError, check_prompts
+from locustfiles.traces import check_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILES = f"{ROOT / 'locustfiles' / 'users.py'},{ROOT / 'locustfiles' / 'sweep.py'}"
@@ -221,13 +222,19 @@ def _main(argv: list[str] | None) -> int:
     try:
         check_arguments(args)
         config = resolve_config(args)
-        prompts = check_prompts(config.load.prompts_file)
+        prompts = check_prompts(config.load.prompts_file, config.load.prompts_format)
+        trace = check_trace(config)   # a trace replay's file: read and checked before any load
+        if args.capacity:   # the search's settings against the config, before any load
+            from locustfiles.capacity import settings_from
+            settings_from(args, config)
     except (ConfigError, ConfigPromptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     known_secrets(config)  # keys from the environment: scrubbed from everything printed
     if prompts:
-        print(f"prompts: {prompts} from {config.load.prompts_file}", flush=True)
+        print(f"prompts: {prompts.summary()}", flush=True)
+    if trace:
+        print(trace, flush=True)
     checked: dict[str, Any] = {}
     try:
         config = preflight(args, config, checked)
@@ -236,6 +243,9 @@ def _main(argv: list[str] | None) -> int:
         return exit_code_for(stop.signum)
     if config is None:
         return 3
+    if args.capacity:   # --capacity: the search under SLO instead of the sweep
+        from locustfiles.capacity import run_capacity_campaign
+        return run_capacity_campaign(args, config, checked)
     return run_campaign(args, config, checked)
 
 
@@ -293,7 +303,8 @@ def check_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, 
     from locustfiles.prompts import load_prompts_file
 
     load = config.load
-    file_prompts = load_prompts_file(load.prompts_file) if load.prompts_file else []
+    file_prompts = (load_prompts_file(load.prompts_file, load.prompts_format)
+                    if load.prompts_file else [])
     prompts = armcheck.probe_prompts(file_prompts)
     print(f"preflight: arm equivalence: {len(prompts)} prompts (max_tokens 1) and "
           f"{armcheck.OUTPUT_PROBE_TOKENS} output tokens asked of every endpoint", flush=True)
@@ -307,13 +318,12 @@ def check_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, 
                         f"{' (counted chunks)' if p.output_counted == 'chunks' else ''}"
                         for p in probes)
     print(f"  output tokens ({armcheck.OUTPUT_PROBE_TOKENS} asked): {outputs}", flush=True)
-    cache = ("a prompts file: its prompts repeat, so the cache warms as the load goes"
-             if load.prompts_file else armcheck.CACHE_STATEMENT)
+    cache = armcheck.cache_statement(load)
     print(f"  cache: {cache}; "
           + (f"a warm-up pass of {args.warm_cache} requests per endpoint follows (--warm-cache)"
              if args.warm_cache else "no warm-up pass (--warm-cache N sends one)"), flush=True)
     record["arm_check"] = armcheck.arm_check_record(probes, prompts, differences)
-    record["cache"] = {"prefix": "prompts file" if load.prompts_file else "fresh per request",
+    record["cache"] = {"prefix": armcheck.cache_prefix_kind(load),
                        "statement": cache, "warm_cache": args.warm_cache}
     record["strict_arms"] = bool(args.strict_arms)
     if not differences:
@@ -345,7 +355,7 @@ def warm_arms(args: argparse.Namespace, config: SuiteConfig, record: dict[str, A
     words = load.prompt_words or prompt_words_for(load.input_tokens)
     prompts = armcheck.warm_prompts(
         load.prompt_seed, words, args.warm_cache,
-        load_prompts_file(load.prompts_file) if load.prompts_file else ())
+        load_prompts_file(load.prompts_file, load.prompts_format) if load.prompts_file else ())
     print(f"warm-up: {len(prompts)} requests ({armcheck.WARM_OUTPUT_TOKENS} output tokens each) "
           "to every endpoint, the same prompts", flush=True)
     sent: dict[str, int] = {}
@@ -438,27 +448,39 @@ def run_campaign(args: argparse.Namespace, config: SuiteConfig,
         summary["interrupted_by"] = str(stopped_by)
     rundir.write_json_atomic(campaign_dir / "campaign.json", summary)
 
-    report_code = 0
     completed = [e for e in summary["order"] if e.get("status") == "complete"]
     if stopped_by:
         print(f"campaign interrupted ({stopped_by}) after {len(completed)} complete run(s); "
               "nothing more was started. Build a report of what ran with: make report "
               f"RUNS={runs_dir}", file=sys.stderr, flush=True)
-    elif not args.no_report and completed:
+    report_code, stopped_by = report_unless_stopped(args, campaign_dir, bool(completed),
+                                                    stopped_by, "run")
+    if stopped_by:
+        return exit_code_for(stopped_by.signum)
+    if refused:
+        return REFUSED_EXIT_CODE
+    return 1 if failed or report_code else 0
+
+
+def report_unless_stopped(args: argparse.Namespace, campaign_dir: Path, anything_complete: bool,
+                          stopped_by: Interrupted | None, what: str
+                          ) -> tuple[int, Interrupted | None]:
+    """The campaign's report, unless it was stopped or asked not to (--no-report) or nothing
+    completed; then where the results are. Returns the report's exit code and the signal that
+    stopped the campaign (one may arrive while the report is built)."""
+    report_code = 0
+    runs_dir = campaign_dir / "runs"
+    if not stopped_by and not args.no_report and anything_complete:
         try:
             report_code = build_report(campaign_dir, args.report_args, args.note)
         except Interrupted as stop:
             print(f"report interrupted ({stop}); rebuild it with: make report RUNS={runs_dir}",
                   file=sys.stderr, flush=True)
             stopped_by = stop
-    elif not completed:
-        print("no run completed: no report", file=sys.stderr, flush=True)
+    elif not stopped_by and not anything_complete:
+        print(f"no {what} completed: no report", file=sys.stderr, flush=True)
     print(f"results: {campaign_dir}", flush=True)
-    if stopped_by:
-        return exit_code_for(stopped_by.signum)
-    if refused:
-        return REFUSED_EXIT_CODE
-    return 1 if failed or report_code else 0
+    return report_code, stopped_by
 
 
 def run_outcome(run_dir: Path, code: int, title: str) -> dict[str, Any]:

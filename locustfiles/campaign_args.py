@@ -14,6 +14,11 @@ from core.config import (ConfigError, SuiteConfig, add_load_flags, load_config, 
                          refuse_secrets, with_overrides)
 from locustfiles.cliargs import add_live_flags
 
+# the capacity search's defaults (locustfiles.capacity; docs/capacity.md)
+CAPACITY_PRECISION = 0.1
+CAPACITY_MAX_PROBES = 12
+CAPACITY_SPAN = 1024.0     # by default the search goes up to start x this (open: down to / this)
+
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
     out = {}
@@ -75,8 +80,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="a note printed first in the report (repeatable)")
     add_live_flags(p.add_argument_group("live view"))
+    add_capacity_flags(p)
     add_load_flags(p.add_argument_group("load settings (override [load] in the endpoints file)"))
     return p
+
+
+def add_capacity_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "capacity under SLO (docs/capacity.md)",
+        "Instead of the [load] sweep, search each endpoint's highest load that meets the SLOs.")
+    g.add_argument("--capacity", action="store_true",
+                   help="search the capacity under --slo (mode closed: users; open: req/s)")
+    g.add_argument("--slo", action="append", default=[], metavar="METRIC<=VALUE,...",
+                   help="the SLOs every probe must meet, e.g. 'ttft_p99<=0.5,tpot_p99<=0.05,"
+                   "error_rate<=0.01' (latencies in seconds; repeatable)")
+    g.add_argument("--capacity-start", type=float, default=None, metavar="LEVEL",
+                   help="the first level probed (default: the first of [load] stages or rates)")
+    g.add_argument("--capacity-max", type=float, default=None, metavar="LEVEL",
+                   help=f"the highest level probed (default: start x {CAPACITY_SPAN:g})")
+    g.add_argument("--capacity-precision", type=float, default=CAPACITY_PRECISION, metavar="R",
+                   help="stop when the bracket's high / low - 1 <= R (default "
+                   f"{CAPACITY_PRECISION:g}; closed loop: high - low <= max(1, R x low) users)")
+    g.add_argument("--capacity-max-probes", type=int, default=CAPACITY_MAX_PROBES, metavar="N",
+                   help=f"probes per search at most (default {CAPACITY_MAX_PROBES})")
+
+
+def capacity_flags_given(args: argparse.Namespace) -> list[str]:
+    """The capacity search's flags given apart from --capacity itself."""
+    return [name for name, given in (
+        ("--slo", args.slo), ("--capacity-start", args.capacity_start is not None),
+        ("--capacity-max", args.capacity_max is not None),
+        ("--capacity-precision", args.capacity_precision != CAPACITY_PRECISION),
+        ("--capacity-max-probes", args.capacity_max_probes != CAPACITY_MAX_PROBES)) if given]
 
 
 def resolve_config(args: argparse.Namespace) -> SuiteConfig:
@@ -119,5 +154,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", args.label):
         raise ConfigError(f"--label {args.label!r}: use letters, digits, '_', '-' or '.' "
                           "(it names the results folder)")
+    if args.capacity or capacity_flags_given(args):
+        from locustfiles.capacity import check_capacity_arguments  # loads the analysis
+        check_capacity_arguments(args)
     refuse_secrets({"note": args.note, "report_args": args.report_args, "label": args.label},
                    "command line")

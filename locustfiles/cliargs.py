@@ -13,6 +13,7 @@ from core.config import (CONFIG_ENV_VAR, SuiteConfig, add_load_flags, load_confi
                          load_overrides, with_overrides)
 from core.rundir.series import CLIENT_METRICS_PORT
 from locustfiles.prompts import check_prompts
+from locustfiles.traces import check_trace
 
 # The campaign runs each repetition as its own Locust run: repetitions is not a Locust flag.
 NOT_LOCUST_FLAGS = ("repetitions",)
@@ -75,5 +76,6 @@ def config_from_options(options: Any) -> SuiteConfig:
     on a config that cannot work). Raises ConfigError / ConfigPromptError (ValueErrors)."""
     config = load_config(getattr(options, "endpoints_file", None))
     config = with_overrides(config, **load_overrides(options, skip=NOT_LOCUST_FLAGS))
-    check_prompts(config.load.prompts_file)
+    check_prompts(config.load.prompts_file, config.load.prompts_format)
+    check_trace(config)
     return config

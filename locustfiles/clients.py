@@ -41,7 +41,11 @@ def chat_body(endpoint: Endpoint, messages: list[dict[str, Any]],
 class ChatClient(Protocol):
     name: str
 
-    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord: ...
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord,
+                    answer: list[str] | None = None) -> RequestRecord:
+        """Stream one chat completion into ``record``; with ``answer``, also append the
+        answer's content text to it (not its reasoning): a conversation's next turn sends it."""
+        ...
 
     def close(self) -> None: ...
 

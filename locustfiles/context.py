@@ -13,12 +13,14 @@ from typing import Any
 
 import gevent
 
-from core.config import Endpoint, SuiteConfig
+from core.config import Endpoint, SuiteConfig, is_open_loop
+from locustfiles.datasets import load_dataset
 from locustfiles.livemetrics import LiveFigures, LiveStatus
 from locustfiles.messages import MSG_STAGE, StageTags
 from locustfiles.plan import Stage, build_plan
-from locustfiles.prompts import RequestStream, load_prompts_file, prompt_words_for
+from locustfiles.prompts import RequestStream, words_per_token
 from locustfiles.sender import RecordSender, worker_id
+from locustfiles.traces import Trace, TraceRequests, read_trace
 from locustfiles.writer import RunWriter
 
 ENV_ATTRIBUTE = "llm_run"
@@ -32,7 +34,10 @@ class RunContext:
         self.environment = environment
         self.config = config
         self.load = config.load
-        self.plan: list[Stage] = build_plan(config.load)
+        # trace replay: the trace is read once per process, for the plan and the requests
+        self.trace: Trace | None = (read_trace(config.load.trace_file)
+                                    if config.load.mode == "trace" else None)
+        self.plan: list[Stage] = build_plan(config.load, self.trace)
         self.repetition = int(getattr(options, "repetition", 0) or 0)
         self.campaign = getattr(options, "campaign", "") or ""
         self.worker = worker_id()
@@ -70,19 +75,23 @@ class RunContext:
         stream = self._streams.get(endpoint.label)
         if stream is None:
             load, settings = self.load, endpoint.request
-            stream = self._streams[endpoint.label] = RequestStream(
-                seed=load.prompt_seed,
-                words=load.prompt_words or prompt_words_for(load.input_tokens),
-                max_tokens=settings.max_tokens, max_tokens_min=settings.max_tokens_min,
-                file_prompts=tuple(load_prompts_file(load.prompts_file))
-                if load.prompts_file else ())
+            stream = self._streams[endpoint.label] = RequestStream.from_settings(
+                load, settings.max_tokens, settings.max_tokens_min,
+                load_dataset(load.prompts_file, load.prompts_format)
+                if load.prompts_file else None)
         return stream
+
+    def trace_requests(self) -> TraceRequests:
+        """Trace replay: what each arrival of the trace asks for (the same for every endpoint)."""
+        if self.trace is None:
+            raise RuntimeError('trace requests exist only in mode "trace"')
+        return TraceRequests.of(self.trace, self.load.prompt_seed, words_per_token(self.load))
 
     def live_status(self) -> LiveStatus:
         """The run's state now, for the live metrics (master/local)."""
         env, tags = self.environment, self.tags
         runner = env.runner
-        open_loop = self.load.mode == "open"
+        open_loop = is_open_loop(self.load.mode)
         return LiveStatus(
             run_id=self.run_id, repetition=self.repetition, campaign=self.campaign,
             mode="shape" if env.shape_class is not None else "manual", load_mode=self.load.mode,

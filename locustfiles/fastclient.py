@@ -25,7 +25,8 @@ from locustfiles import compat, reactor
 from locustfiles.pool import ConnectFailed, pool_class_for
 from locustfiles.sse import SSEDecoder
 from locustfiles.stream import (NOT_SSE_BODY, StreamFailure, StreamRecorder, error_text,
-                                expects_tokens, is_event_stream, not_event_stream)
+                                expects_tokens, is_event_stream, make_recorder,
+                                not_event_stream)
 
 READ_BLOCK = 65536
 MAX_ERROR_BODY = 8192
@@ -81,12 +82,15 @@ class FastClient:
         finally:
             self.http = self._new_http()
 
-    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord,
+                    answer: list[str] | None = None) -> RequestRecord:
+        """Stream one chat completion into ``record``; with ``answer`` (a list), the answer's
+        content text is appended to it in pieces (a conversation's history needs it)."""
         payload = orjson.dumps(body)
         headers = {"X-Request-Id": record.request_id}
         begin = perf_counter()
         record.start_unix = time.time()
-        recorder = StreamRecorder(record, begin)
+        recorder = make_recorder(record, begin, answer)
         recorder.expect_tokens = expects_tokens(body)
         status = 0
         response = None

@@ -28,6 +28,7 @@ from prometheus_client.registry import CollectorRegistry
 from core.rundir import series
 from core.rundir.records import RECORD_FIELDS
 from locustfiles.messages import RecordBatch
+from core.config import is_open_loop
 
 log = logging.getLogger("llm.live")
 
@@ -270,7 +271,7 @@ class LiveCollector:
         for name in PHASES:
             phase.add_metric([*run, name], 1.0 if name == st.phase else 0.0)
         yield phase
-        if st.load_mode == "open":
+        if is_open_loop(st.load_mode):
             rate = GaugeMetricFamily(series.CLIENT_TARGET_RATE, HELP[series.CLIENT_TARGET_RATE],
                                      labels=["endpoint", *run_labels])
             for endpoint in st.endpoints:

@@ -51,6 +51,7 @@ class StageTags(PlainPayload):
     rate_per_user: float = 0.0
     run_id: str = ""
     repetition: int = 0
+    stage_start_unix: float = 0.0   # the stage's ramp_unix: where a trace replay's schedule starts
 
 
 @dataclass

@@ -12,9 +12,9 @@ from gevent import GreenletExit
 from core import secrets
 from core.config import Endpoint
 from core.records import ErrorCategory, RequestRecord
-from locustfiles.stream import (NOT_SSE_BODY, StreamFailure, StreamRecorder, error_message,
-                                error_text, expects_tokens, is_event_stream, not_event_stream,
-                                reasoning_of)
+from locustfiles.stream import (NOT_SSE_BODY, StreamFailure, error_message, error_text,
+                                expects_tokens, is_event_stream, make_recorder,
+                                not_event_stream, reasoning_of)
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
@@ -49,14 +49,17 @@ class OpenAIClient:
     def close(self) -> None:
         self.client.close()
 
-    def stream_chat(self, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
+    def stream_chat(self, body: dict[str, Any], record: RequestRecord,
+                    answer: list[str] | None = None) -> RequestRecord:
+        """Stream one chat completion into ``record``; with ``answer`` (a list), the answer's
+        content text is appended to it in pieces (a conversation's history needs it)."""
         known = ("model", "messages", "stream", "stream_options", "max_tokens", "temperature")
         kwargs = {k: body[k] for k in known if k in body}
         kwargs["extra_body"] = {k: v for k, v in body.items() if k not in known}
         kwargs["extra_headers"] = {"X-Request-Id": record.request_id}
         record.start_unix = time.time()
         start = perf_counter()
-        recorder = StreamRecorder(record, start)
+        recorder = make_recorder(record, start, answer)
         recorder.expect_tokens = expects_tokens(body)
         status = 0
         try:

@@ -6,6 +6,11 @@ Each stage runs four phases back to back:
   steady  load held: requests STARTED here are the stage's results;
   drain   load held, requests started here are excluded, so steady requests finish under the
           same concurrency instead of a falling one.
+
+A trace replay (mode "trace") is one stage at the trace's mean rate (arrivals over the scaled
+span, so the report's req/s axis reads as in open loop): ramp is a lead-in with no arrival (the
+generators start), the first warmup_s of scaled trace time is warmup, the rest of the trace
+steady, then drain_s for the last streams (locustfiles/traces.py).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.config import LoadSettings
-
+from core.config import OPEN_LOOP_MODES, LoadSettings, is_open_loop  # noqa: F401 (re-exported)
+from locustfiles.traces import Trace, read_trace, trace_windows
 
 @dataclass(frozen=True)
 class Stage:
@@ -41,8 +46,15 @@ class Stage:
         return "drain"
 
 
-def build_plan(load: LoadSettings) -> list[Stage]:
-    """The stages of one run, in order."""
+def build_plan(load: LoadSettings, trace: Trace | None = None) -> list[Stage]:
+    """The stages of one run, in order. A trace replay reads its trace_file unless given it
+    (TraceError when it cannot be replayed)."""
+    if load.mode == "trace":
+        trace = trace or read_trace(load.trace_file)
+        warmup_s, steady_s = trace_windows(trace, load.trace_time_scale, load.warmup_s)
+        return [Stage(index=0, users=0, rate=trace.mean_rate(load.trace_time_scale), start_s=0.0,
+                      ramp_s=load.ramp_s, warmup_s=warmup_s, steady_s=steady_s,
+                      drain_s=load.drain_s)]
     levels = load.stages if load.mode == "closed" else load.rates
     stages = []
     start = 0.0
@@ -71,6 +83,7 @@ def total_duration_s(plan: list[Stage]) -> float:
 
 def user_class_name(mode: str, label: str) -> str:
     """The Locust user class that loads endpoint ``label`` in this mode: ``Chat_<label>``
-    (closed loop) or ``OpenLoop_<label>`` (open loop), the label made an identifier."""
-    prefix = "OpenLoop" if mode == "open" else "Chat"
+    (closed loop), ``OpenLoop_<label>`` (open loop) or ``Trace_<label>`` (trace replay), the
+    label made an identifier."""
+    prefix = {"open": "OpenLoop", "trace": "Trace"}.get(mode, "Chat")
     return f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', label)}"

@@ -1,26 +1,35 @@
-"""Prompts: synthetic ones of a target length, varied and seeded, or read from a JSONL file,
-and the seeded request stream every arm replays.
+"""Prompts: synthetic ones of a target length, varied and seeded, or a dataset's items
+(``locustfiles.datasets``), and the seeded request stream every arm replays.
 
 Synthetic prompts start with a unique random header, so no two requests share more than the
-chat template's prefix and prefix caching cannot flatter one endpoint.
+chat template's prefix and prefix caching cannot flatter one endpoint. With prefix sharing
+(``prefix_share``, ``prefix_tokens``) a share of the requests begins with one shared system
+prompt, placed before that header: only the shared part can hit the prefix cache.
 
 The request stream (``RequestStream``): every request has a key, ``<stage>/<stream>/<n>``, the
 n-th request (from 1) that user stream ``<stream>`` sends in stage ``<stage>``. The key alone
-decides the request's prompt and its requested output length, so within a repetition every
-endpoint answers the same request for the same key, whatever its speed: the report pairs the
-arms request by request on it (paired A/B). In open loop, the arrival offsets of a stream within
-a stage come from the same seed too (``arrival_rng``).
+decides the request's prompt, whether it begins with the shared prefix and its requested output
+length, so within a repetition every endpoint answers the same request for the same key,
+whatever its speed: the report pairs the arms request by request on it (paired A/B). In open
+loop, the arrival offsets of a stream within a stage come from the same seed too
+(``arrival_rng``).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any
 
-WORDS_PER_TOKEN = 0.75  # typical for English with a BPE tokenizer; preflight can calibrate it
+from locustfiles.datasets import (ConfigPromptError, Dataset, DatasetItem, WORDS_PER_TOKEN,
+                                  load_dataset)
+
+__all__ = ["ConfigPromptError", "Dataset", "DatasetItem", "Messages", "PlannedRequest",
+           "RequestStream", "WORDS_PER_TOKEN", "arrival_rng", "check_prompts",
+           "load_prompts_file", "prompt_words_for", "request_key", "shared_prefix_text",
+           "synthetic_prompt"]
 
 _VOCABULARY = (
     "system network model request latency memory cache batch token stream server client "
@@ -37,10 +46,6 @@ _VOCABULARY = (
 Messages = list[dict[str, Any]]
 
 
-class ConfigPromptError(ValueError):
-    """The prompts file cannot be used; the message says what to fix."""
-
-
 def prompt_words_for(input_tokens: int, words_per_token: float = WORDS_PER_TOKEN) -> int:
     return max(1, round(input_tokens * words_per_token))
 
@@ -51,6 +56,14 @@ def synthetic_prompt(rng: random.Random, words: int) -> str:
     return f"{header} {body}"
 
 
+def shared_prefix_text(seed: int, words: int) -> str:
+    """The one shared system prompt: ``words`` words from the seed alone, so it is the same in
+    every process, arm and repetition of a config (no unique header: it is meant to be cached)."""
+    rng = random.Random(f"{seed}/shared-prefix")
+    body = " ".join(rng.choice(_VOCABULARY) for _ in range(max(1, words - 5)))
+    return f"You are a helpful assistant. {body}"
+
+
 def request_key(stage: int, stream: str, n: int) -> str:
     """The request's place in the seeded stream: the same request in every arm."""
     return f"{stage}/{stream}/{n}"
@@ -59,6 +72,13 @@ def request_key(stage: int, stream: str, n: int) -> str:
 def arrival_rng(seed: int, stage: int, stream: str) -> random.Random:
     """Open loop: the generator of one stream's inter-arrival times in one stage."""
     return random.Random(f"{seed}/arrivals/{stage}/{stream}")
+
+
+def words_per_token(load: Any) -> float:
+    """Words of synthetic prompt per prompt token: as the preflight calibrated it (prompt_words
+    for input_tokens) when it did, else the English rule of thumb."""
+    return (load.prompt_words / load.input_tokens if load.prompt_words and load.input_tokens
+            else WORDS_PER_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,12 @@ class PlannedRequest:
     shared_prefix: bool = False     # begins with the shared system prompt
 
 
+def _copy(messages: Messages) -> Messages:
+    """A fresh list of fresh message dicts: a dataset is cached per process and shared, and a
+    caller may extend what it is given (a conversation's history)."""
+    return [dict(m) for m in messages]
+
+
 @dataclass(frozen=True)
 class RequestStream:
     """What a key asks for: its messages and its requested output length (plain, seeded)."""
@@ -80,90 +106,129 @@ class RequestStream:
     words: int                              # synthetic prompts' length
     max_tokens: int
     max_tokens_min: int = 0                 # > 0: lengths drawn from [this, max_tokens]
-    file_prompts: tuple = ()                # a prompts file's prompts (replace synthetic ones)
+    items: tuple[DatasetItem, ...] = ()     # a dataset's items (replace synthetic prompts)
+    file_prompts: tuple = ()                # plain messages lists: items without lengths
+    output_dist: str = "request"            # request | lognormal | dataset
+    output_median_tokens: int = 0           # lognormal: its median (0: half of max_tokens)
+    output_sigma: float = 0.5               # lognormal: its shape
+    prefix_share: float = 0.0               # share of keys that begin with the shared prefix
+    prefix_words: int = 0                   # the shared prefix's length in words
+    _prefix: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.file_prompts and not self.items:
+            object.__setattr__(self, "items", tuple(
+                DatasetItem(i + 1, (list(messages),), (None,))
+                for i, messages in enumerate(self.file_prompts)))
+        if self.prefix_share > 0 and self.prefix_words > 0:
+            object.__setattr__(self, "_prefix", shared_prefix_text(self.seed, self.prefix_words))
+
+    @classmethod
+    def from_settings(cls, load: Any, max_tokens: int, max_tokens_min: int = 0,
+                      dataset: Dataset | None = None) -> "RequestStream":
+        """The stream of a config's ``[load]`` settings and an endpoint's output limits. The
+        shared prefix is sized with the words-per-token of the synthetic prompts (calibrated
+        by the preflight when it set prompt_words)."""
+        words = load.prompt_words or prompt_words_for(load.input_tokens)
+        return cls(seed=load.prompt_seed, words=words, max_tokens=max_tokens,
+                   max_tokens_min=max_tokens_min, items=dataset.items if dataset else (),
+                   output_dist=load.output_dist, output_median_tokens=load.output_median_tokens,
+                   output_sigma=load.output_sigma, prefix_share=load.prefix_share,
+                   prefix_words=prompt_words_for(load.prefix_tokens, words_per_token(load))
+                   if load.prefix_tokens else 0)
+
+    @property
+    def shared_prefix(self) -> str:
+        """The shared system prompt's text ("" without prefix sharing)."""
+        return self._prefix
 
     def plan(self, key: str) -> PlannedRequest:
         """Everything the request of ``key`` asks for (the same in every arm)."""
-        return PlannedRequest(self.messages(key), self.output_tokens(key))
+        item = self.item(key)
+        if item is None:
+            rng = random.Random(f"{self.seed}/prompt/{key}")
+            messages = [{"role": "user", "content": synthetic_prompt(rng, self.words)}]
+            line = -1
+        else:
+            messages, line = _copy(item.turns[0]), item.line
+        shared = self.begins_with_prefix(key)
+        if shared:
+            messages = self._with_prefix(messages)
+        return PlannedRequest(messages, self.output_tokens(key, item), line, shared)
 
     def turn(self, session: str, turn: int) -> PlannedRequest:
         """Turn ``turn`` (from 1) of the conversation ``session`` (its first turn's key). Turn 1
         is a whole first request; a later turn's messages are only what the user adds (the
-        caller puts the history, answers included, before them)."""
-        if turn == 1:
+        caller puts the history, answers included, before them).
+
+        With a dataset, a later turn is the conversation's own k-th user turn when it has one
+        (a ShareGPT conversation continues in its own words, with its own answer's length under
+        output_dist = "dataset"); past its end, the last user message of another item, picked
+        by the turn's key. Without a dataset, a fresh synthetic user message."""
+        if turn <= 1:
             return self.plan(session)
-        later = self.plan(f"{session}/turn{turn}")
+        key = f"{session}/turn{turn}"
+        item = self.item(session)
+        if item is not None and len(item.turns) >= turn:
+            own = item.output_tokens[turn - 1]
+            return PlannedRequest(_copy(item.turns[turn - 1]),
+                                  self.output_tokens(key, item, own), item.line, False)
+        later = self.plan(key)
         users = [m for m in later.messages if m.get("role") == "user"]
         return PlannedRequest(users[-1:] or later.messages[-1:], later.output_tokens,
                               later.dataset_item, False)
 
-    def messages(self, key: str) -> Messages:
-        if self.file_prompts:
-            index = random.Random(f"{self.seed}/file/{key}").randrange(len(self.file_prompts))
-            return self.file_prompts[index]
-        rng = random.Random(f"{self.seed}/prompt/{key}")
-        return [{"role": "user", "content": synthetic_prompt(rng, self.words)}]
+    def item(self, key: str) -> DatasetItem | None:
+        """The dataset item of ``key`` (None: synthetic prompts), picked by the key."""
+        if not self.items:
+            return None
+        return self.items[random.Random(f"{self.seed}/file/{key}").randrange(len(self.items))]
 
-    def output_tokens(self, key: str) -> int:
+    def messages(self, key: str) -> Messages:
+        return self.plan(key).messages
+
+    def begins_with_prefix(self, key: str) -> bool:
+        """Whether ``key``'s request begins with the shared prefix (drawn per key)."""
+        if not self._prefix:
+            return False
+        return random.Random(f"{self.seed}/prefix/{key}").random() < self.prefix_share
+
+    def _with_prefix(self, messages: Messages) -> Messages:
+        """The shared system prompt first. An item's own leading system message (text) follows
+        it in the same message, since some chat templates accept one system message only."""
+        first = messages[0] if messages else {}
+        if first.get("role") == "system" and isinstance(first.get("content"), str):
+            joined = {**first, "content": f"{self._prefix}\n\n{first['content']}"}
+            return [joined, *messages[1:]]
+        return [{"role": "system", "content": self._prefix}, *messages]
+
+    def output_tokens(self, key: str, item: DatasetItem | None = None,
+                      own: int | None = None) -> int:
+        """The requested output length of ``key`` (``item``: its dataset item, whose first
+        answer's length ``output_dist = "dataset"`` uses unless ``own`` gives another)."""
+        if self.output_dist == "dataset":
+            length = own if own is not None else (item.first_output_tokens if item else None)
+            if length is not None:
+                return max(1, min(length, self.max_tokens))
+        elif self.output_dist == "lognormal":
+            median = self.output_median_tokens or max(1, self.max_tokens // 2)
+            draw = random.Random(f"{self.seed}/length/{key}").gauss(0.0, self.output_sigma)
+            low = max(1, self.max_tokens_min)
+            return min(self.max_tokens, max(low, round(median * math.exp(draw))))
         if self.max_tokens_min:
             return random.Random(f"{self.seed}/length/{key}").randint(self.max_tokens_min,
                                                                        self.max_tokens)
         return self.max_tokens
 
 
-def _messages(item: Any) -> Messages | None:
-    """The chat messages of one JSONL item, or None when it has neither accepted shape."""
-    if not isinstance(item, dict):
-        return None
-    if isinstance(item.get("prompt"), str) and item["prompt"].strip():
-        return [{"role": "user", "content": item["prompt"]}]
-    messages = item.get("messages")
-    if (isinstance(messages, list) and messages
-            and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), (str, list)) for m in messages)):
-        return messages
-    return None
+def load_prompts_file(path: str | Path, prompts_format: str = "auto") -> list[Messages]:
+    """Each usable item's first request (its messages), from a prompts file in either format
+    (``locustfiles.datasets``). Every problem names the file (and line) and what to change; the
+    campaign and Locust check the file this way before any load starts."""
+    return [_copy(item.turns[0]) for item in load_dataset(path, prompts_format).items]
 
 
-def load_prompts_file(path: str | Path) -> list[Messages]:
-    """Read a JSONL file: each line {"prompt": "..."} or {"messages": [{"role", "content"}...]}.
-
-    Every problem names the file (and line) and what to change; the campaign and Locust check
-    the file this way before any load starts.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise ConfigPromptError(f"prompts file {str(p)!r} not found (a relative prompts_file is "
-                                "read from the config file's folder)")
-    if not p.is_file():
-        raise ConfigPromptError(f"prompts file {str(p)!r} is not a file")
-    prompts: list[Messages] = []
-    try:
-        with open(p, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigPromptError(f"prompts file {p}:{number}: not JSON ({exc.msg}); "
-                                            "write one JSON object per line (JSONL)") from None
-                messages = _messages(item)
-                if messages is None:
-                    raise ConfigPromptError(
-                        f'prompts file {p}:{number}: expected {{"prompt": "non-empty text"}} or '
-                        '{"messages": [{"role": "user", "content": "..."}, ...]}')
-                prompts.append(messages)
-    except UnicodeDecodeError as exc:
-        raise ConfigPromptError(f"prompts file {p}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigPromptError(f"prompts file {p}: cannot be read ({exc.strerror})") from None
-    if not prompts:
-        raise ConfigPromptError(f"prompts file {p}: no prompts in the file (it is empty)")
-    return prompts
-
-
-def check_prompts(prompts_file: str) -> int:
-    """How many prompts the configured file holds (0 without one); ConfigPromptError if unusable."""
-    return len(load_prompts_file(prompts_file)) if prompts_file else 0
+def check_prompts(prompts_file: str, prompts_format: str = "auto") -> Dataset | None:
+    """The configured prompts file read and checked (None without one); ConfigPromptError if
+    unusable. ``Dataset.summary()`` says what was read and what was skipped."""
+    return load_dataset(prompts_file, prompts_format) if prompts_file else None

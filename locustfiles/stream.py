@@ -252,3 +252,33 @@ class StreamRecorder:
         rec.answer_tokens = rec.output_tokens - rec.reasoning_tokens
         if rec.output_tokens == 0 and self.chunks == 0 and not self.done:
             rec.output_tokens = rec.reasoning_tokens = rec.answer_tokens = NAN
+
+
+class AnswerRecorder(StreamRecorder):
+    """A ``StreamRecorder`` that also keeps the answer's content text (not its reasoning), in
+    pieces appended to ``answer``: what a chat client sends back as the assistant's message in
+    the next turn of a conversation. Only conversations use it, so a single request's chunk
+    costs no more than before."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, record: RequestRecord, start: float, answer: list[str]):
+        super().__init__(record, start)
+        self.answer = answer
+
+    def on_chunk(self, chunk: dict[str, Any], now: float) -> None:
+        StreamRecorder.on_chunk(self, chunk, now)
+        choices = chunk.get("choices")
+        if choices:
+            content = (choices[0].get("delta") or {}).get("content")
+            if content:
+                self.answer.append(content)
+
+
+def make_recorder(record: RequestRecord, start: float,
+                  answer: list[str] | None = None) -> StreamRecorder:
+    """The recorder of one request: one that keeps the answer's text in ``answer`` when a list
+    is given (a conversation's turn), else the plain one."""
+    if answer is None:
+        return StreamRecorder(record, start)
+    return AnswerRecorder(record, start, answer)

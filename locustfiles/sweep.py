@@ -1,4 +1,5 @@
-"""The load shape: the [load] plan (concurrency sweep, or open-loop rate sweep), stage by stage.
+"""The load shape: the [load] plan (concurrency sweep, open-loop rate sweep, or trace replay),
+stage by stage.
 
 Like Locust's own shapes, the shape owns its timeline: its state lives on the instance (which
 runs on the master, or the local process). On every tick it finds the stage and phase of the
@@ -28,14 +29,15 @@ PHASE_ORDER = ("ramp", "warmup", "steady", "drain")
 
 
 def generators(runner: Any) -> int:
-    """Open loop: one generator user per worker process (one in a local run)."""
+    """Open loop and trace replay: one generator user per worker process (one in a local run)."""
     if isinstance(runner, MasterRunner):
         return max(1, runner.worker_count)
     return 1
 
 
 class LoadPlanShape(LoadTestShape):
-    """Stages from [load] stages (closed) or rates (open), each with ramp, warmup, steady, drain."""
+    """Stages from [load] stages (closed), rates (open) or the trace (one stage), each with ramp,
+    warmup, steady, drain."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,10 +99,11 @@ class LoadPlanShape(LoadTestShape):
             spawn_rate = (max(1.0, abs(users - previous) / stage.ramp_s) if stage.ramp_s > 0
                           else float(max(users, 1)))
             tags = StageTags(stage.index, users, phase, 0.0)
-        else:
+        else:  # open loop and trace replay: one generator per process, the rate shared
             users = generators(runner)
             spawn_rate = float(users)
-            tags = StageTags(stage.index, users, phase, stage.rate / users)
+            tags = StageTags(stage.index, users, phase, stage.rate / users,
+                             stage_start_unix=self._stage_row["ramp_unix"])
         ctx.broadcast(tags)  # every tick: workers that (re)joined late catch up
         return users, spawn_rate
 

@@ -4,7 +4,8 @@ Run it with Locust directly (``make ui``) or through ``make loadtest``. Classes 
 the endpoints file at import time, because Locust needs its user classes before it parses the
 command line: the file comes from ``--endpoints-file``, ``$LOCUST_ENDPOINTS_FILE`` or
 ``endpoints.toml``. Closed loop: ``Chat_<label>`` users send one request after another.
-Open loop (``--mode open``): ``OpenLoop_<label>`` users send Poisson arrivals.
+Open loop (``--mode open``): ``OpenLoop_<label>`` users send Poisson arrivals. Trace replay
+(``--mode trace``): ``Trace_<label>`` users send the trace file's arrivals.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import random
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import gevent
 from gevent.event import Event
@@ -26,8 +27,10 @@ from core.records import ErrorCategory, RequestRecord
 from locustfiles import compat, runtime
 from locustfiles.clients import ChatClient, chat_body, make_client
 from locustfiles.context import RunContext, run_context
+from locustfiles.conversation import Messages, Turn, conversation_place, last_of_conversation
 from locustfiles.plan import user_class_name
 from locustfiles.prompts import ConfigPromptError, arrival_rng, request_key
+from locustfiles.traces import trace_key
 
 runtime.install(events)
 
@@ -125,19 +128,24 @@ class StreamingUser(User):
         self._sent_in_stage += 1
         return request_key(stage, self.stream, self._sent_in_stage)
 
-    def send(self, key: str, due_unix: float) -> RequestRecord:
+    def send(self, key: str, due_unix: float, turn: Turn | None = None) -> RequestRecord:
         """Stream the request of ``key`` that was due at ``due_unix``; records how late it left.
-        The key decides the prompt and the requested output length (the same in every arm)."""
+        The key decides the prompt and the requested output length (the same in every arm).
+        ``turn``: a conversation's turn, sent with its history; its answer's text is kept."""
         client = self._idle.pop() if self._idle else make_client(self.client_kind, self.endpoint)
         record = self.ctx.sender.new_record(self.endpoint.label, self.endpoint.model, client.name)
-        planned = self.requests.plan(key)
+        planned = self.requests.plan(key) if turn is None else turn.planned
+        messages, answer = planned.messages, None
+        if turn is not None:
+            record.session, record.turn = turn.session, turn.number
+            messages, answer = turn.messages, turn.answer
         record.request_key = key
         record.requested_tokens = planned.output_tokens
         record.dataset_item, record.shared_prefix = planned.dataset_item, planned.shared_prefix
         record.scheduled_unix = due_unix
         try:
-            client.stream_chat(chat_body(self.endpoint, planned.messages,
-                                         record.requested_tokens), record)
+            client.stream_chat(chat_body(self.endpoint, messages, record.requested_tokens),
+                               record, answer)
         finally:  # an interrupted stream (GreenletExit) is recorded too
             record.send_lag_s = record.start_unix - due_unix
             report(self.environment, record)
@@ -149,10 +157,14 @@ class ChatUser(StreamingUser):
     """Streams chat completions to one endpoint, back to back (closed loop).
 
     The first request waits a random 0..``start_spread_s``, so users started together do not
-    send together.
+    send together. With ``turns`` > 1 the requests are conversations
+    (``locustfiles.conversation``): a turn after the first sends the history with the answers,
+    think_time_s after the answer before it ended; a failed turn ends its conversation (the next
+    request starts the next one, at the key it would have had anyway), and so does a new stage.
     """
 
     abstract = True
+    _history: Messages = []   # the conversation so far (turns > 1); empty: none under way
 
     @task
     def chat(self) -> None:
@@ -167,11 +179,36 @@ class ChatUser(StreamingUser):
             due = time.time()
         elif due > time.time() and self._wake.wait(due - time.time()):
             return  # stopping during a back-off: nothing was in flight
-        record = self.send(self.next_key(), due)
+        turns = self.ctx.load.turns
+        if turns > 1:
+            record, pause = self.converse(due, turns)
+        else:
+            record, pause = self.send(self.next_key(), due), 0.0
         # the next request is due the moment this stream ended (its last byte's arrival),
-        # or after a back-off when it failed
+        # or after a back-off when it failed, or after the think time within a conversation
         end = record.start_unix + record.e2e_s
-        self._due_unix = (end if end == end else time.time()) + self.backoff_after(record)
+        self._due_unix = ((end if end == end else time.time()) + self.backoff_after(record)
+                          + pause)
+
+    def converse(self, due: float, turns: int) -> tuple[RequestRecord, float]:
+        """Send the next turn of this user's conversation: the request and the pause before
+        the next one (the think time while the conversation goes on, else none)."""
+        key = self.next_key()
+        session, number = conversation_place(self._key_stage, self.stream,
+                                              self._sent_in_stage, turns)
+        # turn 1 (a new conversation, or a new stage's first request) starts from no history
+        history = self._history if number > 1 else []
+        planned = self.requests.turn(session, number)
+        turn = Turn(session, number, planned, [*history, *planned.messages])
+        self._history = []   # until this turn succeeds: a stop or a failure ends it here
+        record = self.send(key, due, turn)
+        if record.ok and number < turns:
+            self._history = turn.history_after()
+            return record, self.ctx.load.think_time_s
+        # over: its last turn was answered, or a turn failed and the turns left are skipped, so
+        # the next conversation starts at its own first key in every arm
+        self._sent_in_stage = last_of_conversation(self._sent_in_stage, turns)
+        return record, 0.0
 
     def backoff_after(self, record: RequestRecord) -> float:
         """Seconds to wait after this request: none after a success; after a failure,
@@ -209,14 +246,26 @@ class OpenLoopUser(StreamingUser):
 
     @task
     def generate(self) -> None:
-        ctx = self.ctx
-        sender = ctx.sender
-        self._pool = pool = Pool(ctx.load.max_in_flight)
+        self._pool = pool = Pool(self.ctx.load.max_in_flight)
         wake = self._wake
+        for key, due in self.schedule():
+            delay = due - time.time()
+            if delay > TIMER_SLACK_S and wake.wait(delay - TIMER_SLACK_S):
+                break  # stopping: no more arrivals
+            while time.time() < due:  # the last stretch: event-loop turns, not a timer
+                gevent.sleep(0)
+            pool.wait_available()
+            pool.spawn(self.send, key, due)
+        pool.join()  # the streams in flight finish (a forced stop kills them, recorded)
+
+    def schedule(self) -> Iterator[tuple[str, float]]:
+        """The arrivals to send, (key, due unix time), in time order, until the user stops:
+        Poisson at the stage's rate, restarted with each stage."""
+        ctx, wake = self.ctx, self._wake
         next_at = time.time()
         stage, arrivals = None, None
         while not compat.user_is_stopping(self):
-            tags = sender.tags
+            tags = ctx.sender.tags
             rate = tags.rate_per_user
             if rate <= 0 or tags.users == 0:
                 wake.wait(0.05)
@@ -227,20 +276,48 @@ class OpenLoopUser(StreamingUser):
                                                           self.stream)
                 next_at = time.time()
             next_at += arrivals.expovariate(rate)
-            delay = next_at - time.time()
-            if delay > TIMER_SLACK_S and wake.wait(delay - TIMER_SLACK_S):
-                break  # stopping: no more arrivals
-            while time.time() < next_at:  # the last stretch: event-loop turns, not a timer
-                gevent.sleep(0)
-            pool.wait_available()
-            pool.spawn(self.send, self.next_key(stage), next_at)
-        pool.join()  # the streams in flight finish (a forced stop kills them, recorded)
+            yield self.next_key(stage), next_at
 
     def on_stop(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.kill(block=True, timeout=5)
         super().on_stop()
+
+
+class TraceReplayUser(OpenLoopUser):
+    """Replays the trace's arrival schedule (mode "trace"), whether or not earlier requests
+    finished, as open loop does.
+
+    Arrival ``i`` is due at the stage's start (``stage_start_unix`` in the tags: stages.csv's
+    ramp_unix) + ramp_s + its offset / trace_time_scale; with several generators (one per worker
+    process) each sends its share, ``i % generators == worker index % generators``. Its key is
+    ``<stage>/trace/<line>``: a synthetic prompt of about the line's input length and its output
+    length, the same in every arm. After its share it sends nothing more until the run stops.
+    """
+
+    abstract = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.requests = self.ctx.trace_requests()
+
+    def schedule(self) -> Iterator[tuple[str, float]]:
+        ctx, wake = self.ctx, self._wake
+        while not compat.user_is_stopping(self):
+            tags = ctx.sender.tags
+            if tags.stage < 0 or tags.users == 0 or tags.stage_start_unix <= 0:
+                wake.wait(0.05)   # before the shape's first tick reached this process
+                continue
+            stage = ctx.plan[tags.stage]
+            start = tags.stage_start_unix + stage.ramp_s
+            index = getattr(self.environment.runner, "worker_index", 0)
+            scale = ctx.load.trace_time_scale
+            for arrival in ctx.trace.share(index, tags.users):
+                yield trace_key(stage.index, arrival.line), start + arrival.offset_s / scale
+            break
+        while not compat.user_is_stopping(self):   # replayed: idle until the run stops
+            wake.wait(1.0)
 
 
 def _peek_option(name: str) -> str | None:
@@ -262,7 +339,7 @@ def _make_user_classes() -> dict[str, type]:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(2) from None
     mode = _peek_option("--mode") or config.load.mode
-    base = OpenLoopUser if mode == "open" else ChatUser
+    base = {"open": OpenLoopUser, "trace": TraceReplayUser}.get(mode, ChatUser)
     classes = {}
     for ep in config.endpoints:
         name = user_class_name(mode, ep.label)

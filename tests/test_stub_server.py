@@ -632,3 +632,57 @@ def test_the_server_fault_is_spread_evenly_over_requests_naming_none():
     faults = [_plan(cfg, schedule).fault for _ in range(4)]
     assert faults == [None, "http_500", None, "http_500"]
     assert _plan(cfg, schedule, stub_fault="truncate").fault == "truncate"
+
+
+# ---- queueing model (--slots) ----------------------------------------------------------------------
+def test_slots_queue_answers_first_in_first_out_and_ttft_grows_by_the_wait():
+    """--slots 2 and 4 streams at once: two start now, two wait one service time (ttft + 9 gaps
+    = 250 ms) for a slot. The wait can only make the clock later, so the queued pair's lower
+    bound is exact; the pair served at once must come well before a service time."""
+    ttft_ms, itl_ms, tokens = 50.0, 20.0, 10
+    service_s = (ttft_ms + (tokens - 1) * itl_ms) / 1e3
+    with start_stub_in_thread(ttft_ms=ttft_ms, itl_ms=itl_ms, tokens=tokens, slots=2) as h:
+        conns = [_conn(h) for _ in range(4)]
+        ttfts: list = [None] * 4
+        go = threading.Barrier(4)
+
+        def worker(i):
+            go.wait()
+            t0 = time.perf_counter()
+            evs = _read_sse(_post(conns[i], _stream_body()))
+            tok_t = [t for t, e in evs if _is_token(e)]
+            ttfts[i] = (tok_t[0] - t0, len(tok_t), evs[-1][1])
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert all(r is not None and r[1] == tokens and r[2] == "[DONE]" for r in ttfts)
+        firsts = sorted(r[0] for r in ttfts)
+        assert firsts[2] >= service_s + ttft_ms / 1e3 - 0.002, firsts   # waited a whole answer
+        assert firsts[1] < service_s, firsts                            # two served at once
+        # a waiting client that leaves gives its place up; the server keeps serving
+        holder = _conn(h)
+        holder.request("POST", "/v1/chat/completions", body=json.dumps(_stream_body()),
+                       headers={"Content-Type": "application/json"})
+        second = _conn(h)
+        second.request("POST", "/v1/chat/completions", body=json.dumps(_stream_body()),
+                       headers={"Content-Type": "application/json"})
+        leaver = _raw_request(h.port, _stream_body())
+        time.sleep(0.05)
+        leaver.close()
+        evs = _read_sse(holder.getresponse()) + _read_sse(second.getresponse())
+        assert sum(_is_token(e) for _, e in evs) == 2 * tokens
+        wait_until(lambda: h.stats["running"] == 0, timeout=5)
+        assert h.stats["client_disconnects"] >= 1
+
+
+def test_slots_off_by_default_and_refused_below_zero():
+    from bench.stub.cli import _parse_args
+    from bench.stub.plan import StubConfig
+
+    assert StubConfig().slots == 0
+    assert _parse_args(["--slots", "3"]).slots == 3
+    with pytest.raises(SystemExit):
+        _parse_args(["--slots", "-1"])

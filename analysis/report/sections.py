@@ -16,7 +16,7 @@ from ..outages import MIN_DOWN_S
 from .model import NA, Lookup, Section, Table, cmp_lookup, ep_name, fmt_level, isnan
 from .tables import (at_table, by_view_table, comparisons_table, down_tables, errors_table,
                      gpu_memory_table, level_columns_table, paired_tables, per_run_table,
-                     runs_table)
+                     runs_table, turns_tables, capacity_tables)
 
 Figure = tuple    # (id, caption, png, figures.FigureData or None): see figures.all_figures
 Figures = dict[str, Figure]    # id -> figure
@@ -35,7 +35,8 @@ class _Context:
 
 def build_sections(result, figures: list[Figure]) -> list[Section]:
     cx = _Context(result, figures)
-    return [make(cx) for make in SECTIONS]
+    # a section that does not apply to these runs (None) is left out
+    return [s for s in (make(cx) for make in SECTIONS) if s is not None]
 
 
 def summary_section(cx: _Context) -> Section:
@@ -74,6 +75,33 @@ def warnings_section(cx: _Context) -> Section:
     else:
         s.p("None: no saturated load generator, no chunk-counted tokens, no metric gaps, no "
             "config or record-count mismatch, no empty stage.")
+    return s
+
+
+def capacity_section(cx: _Context) -> Section | None:
+    """Only when the runs come from a capacity campaign (capacity.json beside runs/)."""
+    data = cx.result.capacity
+    if not data:
+        return None
+    from ..capacity import Slo, slos_words
+    slos = slos_words(Slo(x["metric"], x["limit"]) for x in data["slos"])
+    st = data["settings"]
+    s = Section("capacity", "Capacity under SLO")
+    what = "number of users (closed loop)" if data["mode"] == "closed" else \
+        "request rate (open loop, req/s)"
+    s.p(f"Each endpoint's capacity is the highest {what} at which every SLO held over a probe's steady window: {slos}. Each probe is one run "
+        "of one stage (the runs of this report); the search doubled from "
+        f"{st['start']:g} {data['level_name']} (halved if that failed) to bracket the capacity, "
+        f"then bisected until the bracket was within {st['precision']:.0%}"
+        + (" or 1 user" if data["mode"] == "closed" else "")
+        + f", at most {st['max_probes']} probes per search. A probe whose load generator was "
+        "late counts neither as pass nor fail. Goodput: " + data["goodput"] + f". From "
+        f"{data['path']}.")
+    headlines = data["comparison"].get("headlines") or []
+    if headlines:
+        s.items(headlines)
+    for t in capacity_tables(cx.result):
+        s.table(t)
     return s
 
 
@@ -200,8 +228,29 @@ def paired_section(cx: _Context) -> Section:
         "loop arrival offset) under the same request_key in each repetition; here each request "
         "of an endpoint is compared with the same request on the baseline, so what both share "
         "(a long prompt, a long answer) cancels out of the comparison.")
+    turns = getattr(cx.result, "turns", None)
+    if turns is not None and not turns.empty:
+        s.p("Multi-turn conversations: a key is the same turn of the same conversation on every "
+            "endpoint, with the same new user message, but a later turn's history holds each "
+            "endpoint's own earlier answers, so its prompt (and prompt tokens) can differ "
+            "between endpoints.")
     s.table(estimates)
     return s.table(counts)
+
+
+def turns_section(cx: _Context) -> Section | None:
+    """Only when the runs had multi-turn conversations."""
+    summary, by_turn = turns_tables(cx.result)
+    if summary is None:
+        return None
+    s = Section("turns", "Multi-turn: first vs later turns")
+    s.p("Each user ran conversations: turn 1 a whole first request, each later turn the whole "
+        "history (earlier messages and the endpoint's own answers) and a new user message. A "
+        "later turn's prompt is longer: a server that reuses the history's KV cache (prefix "
+        "caching) can keep its TTFT near turn 1's, one that computes the whole prompt again "
+        "pays for its length.")
+    s.table(summary)
+    return s.table(by_turn)
 
 
 def timeseries_section(cx: _Context) -> Section:
@@ -269,8 +318,9 @@ def definitions_section(cx: _Context | None = None) -> Section:
     return s.defs(list(WARNING_CODES.items()))
 
 
-SECTIONS: list[Callable[[_Context], Section]] = [
-    summary_section, warnings_section, at_section, utilization_section, memory_section,
+SECTIONS: list[Callable[[_Context], Section | None]] = [
+    summary_section, warnings_section, capacity_section, at_section, utilization_section,
+    memory_section,
     latency_section, throughput_section, tokens_section, server_section, errors_section,
-    comparison_section, paired_section, timeseries_section, per_run_section, setup_section,
-    definitions_section]
+    comparison_section, paired_section, turns_section, timeseries_section, per_run_section,
+    setup_section, definitions_section]

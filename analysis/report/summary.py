@@ -40,9 +40,23 @@ def summary_dict(result) -> dict[str, Any]:
         "down_windows": records_json(result.down_windows),
         "combined": records_json(result.combined), "comparisons": records_json(result.comparisons),
         "paired": _paired(result),
+        "capacity": _capacity(result),
+        "turns": _turns(result),
         "setup": result.setup,
         "definitions": {k: m.definition for k, m in METRICS.items()} | OTHER_DEFINITIONS,
     })
+
+
+def _capacity(result) -> dict[str, Any] | None:
+    """Capacity under SLO (analysis.capacity) when the runs come from a capacity campaign."""
+    data = getattr(result, "capacity", None)
+    if not data:
+        return None
+    from ..capacity import probe_rows, search_rows
+    return {"source": data["path"], "mode": data["mode"], "level_name": data["level_name"],
+            "slos": data["slos"], "goodput": data["goodput"], "settings": data["settings"],
+            "searches": search_rows(data), "probes": probe_rows(data),
+            "comparison": data["comparison"]}
 
 
 def _paired(result) -> dict[str, Any]:
@@ -57,6 +71,15 @@ def _paired(result) -> dict[str, Any]:
             "headline": [text for _, text in verdicts],
             "estimates": records_json(pr.estimates_frame()),
             "counts": records_json(pr.counts_frame())}
+
+
+def _turns(result) -> dict[str, Any]:
+    """Multi-turn conversations (analysis.turns): first vs later turns and turn by turn; both
+    lists empty when the runs had none."""
+    tr = getattr(result, "turns", None)
+    if tr is None:
+        return {"summary": [], "by_turn": []}
+    return {"summary": records_json(tr.summary), "by_turn": records_json(tr.by_turn)}
 
 
 def paired_terminal_verdicts(result) -> list[tuple[float, str]]:
@@ -121,6 +144,10 @@ def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) 
             lines.append("")
             lines += [f"  {v}" for v in verdicts]
     lines += _paired_lines(result)
+    capacity = getattr(result, "capacity", None)
+    if capacity and capacity["comparison"].get("headlines"):
+        lines += ["", "Capacity under SLO:"] + [
+            f"  {t}" for t in capacity["comparison"]["headlines"]]
     lines.append("")
     if result.warnings:
         lines.append(f"Warnings ({len(result.warnings)}):")

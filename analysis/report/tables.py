@@ -7,10 +7,12 @@ from typing import Any
 
 import pandas as pd
 
+from core.config import is_open_loop
+
 from ..catalogue import METRICS, shown_in
 from ..combine import count_runs
 from ..outages import MIN_DOWN_S
-from .model import (NA, Lookup, Table, ep_name, fmt, fmt_level, fmt_pct_change, isnan,
+from .model import (NA, Lookup, Table, ep_name, fmt, fmt_ci, fmt_level, fmt_pct_change, isnan,
                     metric_header)
 
 
@@ -330,7 +332,7 @@ def paired_tables(result) -> tuple[Table | None, Table | None]:
                      "runs": c.runs})
     loop = ("Closed loop: each user sends its next request when the last ends, so the faster "
             "endpoint sends more requests in the same window; its extra keys have no partner."
-            if pr.mode != "open" else
+            if not is_open_loop(pr.mode) else
             "Open loop: both endpoints get the same arrivals; unpaired requests are failures "
             "or requests at the window's edges.")
     count_table = Table("paired_counts", "Paired A/B: pairs per repetition and stage",
@@ -339,3 +341,103 @@ def paired_tables(result) -> tuple[Table | None, Table | None]:
                         "repetition. " + loop + " Requests without a key (older runs) never "
                         "pair.")
     return estimates, count_table
+
+
+def turns_tables(result) -> tuple[Table | None, Table | None]:
+    """Multi-turn conversations (analysis.turns): first vs later turns per endpoint and level
+    (tables/turns) and turn by turn (tables/turns_by_turn); None without conversations."""
+    tr = getattr(result, "turns", None)
+    if tr is None or tr.empty:
+        return None, None
+    ln = result.level_name
+
+    def ratio(x: float) -> str:
+        return NA if isnan(x) else f"{x:.2f}x"
+
+    rows = []
+    for r in tr.summary.itertuples(index=False):
+        rows.append({"endpoint": ep_name(result, r.endpoint), ln: fmt_level(r.level),
+                     "turn-1 requests": fmt(r.requests_first),
+                     "later requests": fmt(r.requests_later),
+                     "TTFT p50 turn 1 (ms)": fmt(r.ttft_p50_first_ms),
+                     "TTFT p50 later (ms)": fmt(r.ttft_p50_later_ms),
+                     "p50 later/first": ratio(r.ttft_p50_ratio),
+                     "TTFT p99 turn 1 (ms)": fmt(r.ttft_p99_first_ms),
+                     "TTFT p99 later (ms)": fmt(r.ttft_p99_later_ms),
+                     "p99 later/first": ratio(r.ttft_p99_ratio),
+                     "prompt tokens turn 1": fmt(r.prompt_tokens_first),
+                     "prompt tokens later": fmt(r.prompt_tokens_later)})
+    summary = Table("turns", "Multi-turn: first vs later turns", pd.DataFrame(rows), tr.summary,
+                    "Completed steady requests of all runs pooled. Turn 1 is a conversation's "
+                    "first request (no history); later turns (2 and on) send the history, "
+                    "answers included, so their prompts are longer. later/first: the later "
+                    "turns' TTFT percentile divided by turn 1's.")
+    rows = []
+    for r in tr.by_turn.itertuples(index=False):
+        rows.append({"endpoint": ep_name(result, r.endpoint), ln: fmt_level(r.level),
+                     "turn": str(r.turn), "requests": fmt(r.requests), "failed": fmt(r.failed),
+                     "TTFT p50 (ms)": fmt(r.ttft_p50_ms), "TTFT p99 (ms)": fmt(r.ttft_p99_ms),
+                     "mean prompt tokens": fmt(r.prompt_tokens_mean)})
+    by_turn = Table("turns_by_turn", "Multi-turn: turn by turn", pd.DataFrame(rows), tr.by_turn,
+                    "A failed turn ends its conversation and a stage's steady window cuts "
+                    "conversations at its edges, so the turns' counts can differ.")
+    return summary, by_turn
+
+
+def capacity_tables(result) -> list[Table]:
+    """Capacity under SLO (analysis.capacity): per endpoint, per search, the ratios, every
+    probe. Empty when the runs are not from a capacity campaign."""
+    data = getattr(result, "capacity", None)
+    if not data:
+        return []
+    from ..capacity import probe_rows, search_rows
+    unit = data["level_name"]
+    cmp = data["comparison"]
+
+    def num(x: Any, decimals: int = 2) -> str:
+        return NA if x is None or isnan(x) else f"{float(x):,.{decimals}f}"
+
+    rows = [{"endpoint": ep_name(result, e["endpoint"]),
+             f"capacity ({unit})": fmt_ci(e["capacity"]["mean"], e["capacity"]["ci_low"],
+                                          e["capacity"]["ci_high"], 2),
+             "goodput (req/s)": fmt_ci(e["goodput_per_s"]["mean"], e["goodput_per_s"]["ci_low"],
+                                       e["goodput_per_s"]["ci_high"], 2),
+             "searches with a capacity": f"{e['with_capacity']}/{e['searches']}"}
+            for e in cmp["endpoints"]]
+    tables = [Table("capacity_endpoints", "Capacity and goodput per endpoint (mean ± 95% CI "
+                    "over repetitions)", pd.DataFrame(rows), write=False)]
+    ratio_rows = [{"endpoint": ep_name(result, r["endpoint"]), "vs": r["baseline"],
+                   "goodput ratio": num(r["ratio"]),
+                   "95% CI": (f"{num(r['ci_low'])} to {num(r['ci_high'])}"
+                              if not isnan(r["ci_low"]) else NA),
+                   "repetitions paired": str(r["n"]),
+                   "per repetition": ", ".join(f"r{k}: {num(v)}"
+                                               for k, v in r["per_repetition"].items()),
+                   "left out": "; ".join(f"r{k}: {v}" for k, v in r["left_out"].items())}
+                  for r in cmp["ratios"]]
+    if ratio_rows:
+        tables.append(Table("capacity_ratios", "Goodput ratio to the baseline, paired by "
+                            "repetition", pd.DataFrame(ratio_rows), write=False,
+                            note=(cmp["ratios"][0]["method"] + ".")))
+    searches = pd.DataFrame(search_rows(data))
+    shown = searches.assign(
+        capacity=[NA if c is None else f"{c:g}" for c in searches["capacity"]],
+        bracket=[f"[{NA if lo is None or isnan(lo) else f'{lo:g}'}, "
+                 f"{NA if hi is None or isnan(hi) else f'{hi:g}'}]"
+                 for lo, hi in zip(searches["low"], searches["high"])],
+        goodput_per_s=[num(g) for g in searches["goodput_per_s"]]
+    )[["endpoint", "repetition", "status", "capacity", "bracket", "goodput_per_s", "probes",
+       "reason"]].rename(columns={"capacity": f"capacity ({unit})",
+                                  "goodput_per_s": "goodput (req/s)"})
+    tables.append(Table("capacity_searches", "Each search", shown, searches))
+    probes = pd.DataFrame(probe_rows(data))
+    if len(probes):
+        names = [s["metric"] for s in data["slos"]]
+        shown = probes.copy()
+        for n in names:
+            shown[n] = [num(v, 3 if n != "error_rate" else 4) for v in probes[n]]
+        shown["level"] = [f"{v:g}" for v in probes["level"]]
+        shown["goodput_per_s"] = [num(g) for g in probes["goodput_per_s"]]
+        tables.append(Table("capacity_probes", "Every probe (latencies in s, error_rate a "
+                            "share)", shown, probes))
+    return tables

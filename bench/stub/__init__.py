@@ -11,7 +11,7 @@ CLI::
     python -m bench.stub_server --host 127.0.0.1 --port 0 --ttft-ms 50 --itl-ms 20 --tokens 128 \
         [--reasoning-tokens 0] [--processes 1] [--api-key KEY] [--model stub-model] \
         [--fault NAME --fault-rate 1.0] [--stall-s 30] [--fault-after 3] \
-        [--prompt-token-factor 1.0]
+        [--prompt-token-factor 1.0] [--slots 0]
 
 prints exactly one line ``LISTENING <host>:<port>`` (flushed) once ready and serves until
 SIGTERM/SIGINT, then exits 0.
@@ -40,6 +40,13 @@ t0 + ttft + i * itl (``loop.call_at``), so lateness never accumulates. The event
 ``stats['lateness_ms']`` / ``stats['first_token_lateness_ms']`` so a benchmark knows the stub's own
 error. A burst of requests delays role chunks (each request costs tens of microseconds to handle),
 not token deadlines, as long as the burst is handled within the TTFT.
+
+Queueing model (``--slots C``, off by default): at most C chat answers generate at once per
+process; the others wait first in, first out, and each starts (headers, role chunk, then its
+tokens on the timing model above, t0 being the moment its slot freed) when one ends, so its TTFT
+grows by the wait. A closed loop of U users then has a known knee: up to C users nobody waits;
+with C + 1 users some request waits at least one service time / C after every period (the
+service time being ttft + (tokens - 1) * itl), which a capacity search under a TTFT SLO finds.
 
 Server: ``loop.create_server`` with a hand-written HTTP/1.1 ``asyncio.Protocol`` (no task or
 future per request; keep-alive; pipelining; Content-Length or chunked request bodies), chunked

@@ -167,7 +167,12 @@ def _parse_args(argv: list[str] | None) -> StubConfig:
     p.add_argument("--fault-after", type=int, default=d.fault_after)
     p.add_argument("--prompt-token-factor", type=float, default=d.prompt_token_factor,
                    help="report prompt_tokens times this (another tokenizer; default 1)")
+    p.add_argument("--slots", type=int, default=d.slots,
+                   help="at most this many answers generate at once per process; the rest wait "
+                   "FIFO, their TTFT growing by the wait (default 0: no limit)")
     a = p.parse_args(argv)
+    if a.slots < 0:
+        p.error("--slots must be >= 0 (0: no limit)")
     if a.processes < 1:
         p.error("--processes must be >= 1")
     if a.prompt_token_factor <= 0:

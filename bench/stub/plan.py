@@ -46,6 +46,10 @@ class StubConfig:
     stall_s: float = 30.0                # default stall length for the "stall" fault
     fault_after: int = 3                 # tokens sent before a mid-stream fault
     prompt_token_factor: float = 1.0     # reported prompt_tokens x this (another tokenizer)
+    # a queueing server: at most this many chat answers generate at once (per process); the
+    # rest wait first in, first out, and their whole answer (headers and role chunk included)
+    # starts when a slot frees, so their TTFT grows by the wait. 0: no limit (no queue)
+    slots: int = 0
 
 
 def make_config(options: dict[str, Any]) -> StubConfig:

@@ -9,7 +9,8 @@ import random
 import socket
 import time
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 from bench.stub.plan import FaultSchedule, RequestPlan, StubConfig, plan_request
 from bench.stub.protocol import REASONS, Conn, HttpError, abort_with_rst, error_body
@@ -20,6 +21,53 @@ _HTML_503 = (b"<html>\r\n<head><title>503 Service Unavailable</title></head>\r\n
              b"<center><h1>503 Service Unavailable</h1></center>\r\n"
              b"<p>The server is overloaded,\n   try again later.</p>\r\n"
              b"<hr><center>stub-proxy</center>\r\n</body>\r\n</html>\r\n")
+
+
+class _Waiter:
+    """A chat answer waiting for a slot; the connection cancels it if the client goes away."""
+
+    __slots__ = ("start", "cancelled")
+
+    def __init__(self, start: Callable[[], None]):
+        self.start = start
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Slots:
+    """--slots C, a queueing server: at most C answers generate at once; the others wait first
+    in, first out. A freed slot passes straight to the next live waiter, which starts then."""
+
+    __slots__ = ("free", "waiting")
+
+    def __init__(self, count: int):
+        self.free = count
+        self.waiting: deque[_Waiter] = deque()
+
+    def take(self) -> bool:
+        if self.free > 0:
+            self.free -= 1
+            return True
+        return False
+
+    def wait(self, start: Callable[[], None]) -> _Waiter:
+        waiter = _Waiter(start)
+        self.waiting.append(waiter)
+        return waiter
+
+    def release(self) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.cancelled:
+                waiter.start()
+                return
+        self.free += 1
+
+    @property
+    def queued(self) -> int:
+        return sum(not w.cancelled for w in self.waiting)
 
 
 class StubServer:
@@ -37,6 +85,7 @@ class StubServer:
         self.port: int | None = None
         self._format = StreamFormat(config.model, config.reasoning_field)
         self._id_prefix = uuid.uuid4().hex[:12]
+        self.slots = Slots(config.slots) if config.slots > 0 else None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> int:
@@ -173,11 +222,31 @@ class StubServer:
         st.running += 1
         st.prompt_tokens += plan.prompt_tokens
         st.observe_ttft(plan.ttft_s + plan.stall_s)
+        if self.slots is not None and not self.slots.take():
+            # every slot busy: the answer starts when one frees (its TTFT counted from then on)
+            def start() -> None:
+                self._answer(conn, plan, self._loop.time(), cid, created, keep, http11)
+
+            def gone(result: str) -> None:
+                st.running -= 1
+                if result == "client_gone":
+                    st.client_disconnects += 1
+
+            conn.start_deferred(self.slots.wait(start), gone)
+            return None
+        self._answer(conn, plan, t0, cid, created, keep, http11)
+        return None
+
+    def _answer(self, conn: Conn, plan: RequestPlan, t0: float, cid: str, created: int,
+                keep: bool, http11: bool) -> None:
         if plan.streamed:
             self._stream(conn, plan, t0, cid, created, keep and http11, http11)
         else:
             self._non_stream(conn, plan, t0, cid, created, keep)
-        return None
+
+    def _slot_freed(self) -> None:
+        if self.slots is not None:
+            self.slots.release()
 
     def _non_stream(self, conn: Conn, plan: RequestPlan, t0: float, cid: str, created: int,
                     keep: bool) -> None:
@@ -189,11 +258,13 @@ class StubServer:
             st.running -= 1
             if result == "client_gone":
                 st.client_disconnects += 1
+            self._slot_freed()
 
         def respond() -> None:
             conn.task = conn.finish_cb = None
             transport = conn.tr
             st.running -= 1
+            self._slot_freed()
             if transport.is_closing():
                 st.client_disconnects += 1
                 return
@@ -252,6 +323,7 @@ class StubServer:
                 st.generation_tokens += n
             elif result == "client_gone":
                 st.client_disconnects += 1
+            self._slot_freed()
 
         def pump_done(result: str) -> None:
             conn.task = conn.finish_cb = None

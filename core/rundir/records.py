@@ -134,7 +134,8 @@ class RequestRecord:
         "The request's place in the seeded request stream, <stage>/<stream>/<n>: the n-th request "
         'of user stream <stream> in stage <stage>. Within a repetition every endpoint gets the '
         'same prompt and requested output length (and in open loop the same arrival offset) for '
-        'the same key: the report pairs the arms on it. Blank in older runs.'))
+        'the same key: the report pairs the arms on it. Trace replay: <stage>/trace/<line>. Blank '
+        'in older runs.'))
     session: str = column('', doc=(
         "Multi-turn conversations ([load] turns > 1): the conversation's id, the request key of "
         'its first turn. Blank for single requests.'))
@@ -142,8 +143,8 @@ class RequestRecord:
         'The turn within its conversation (1 = the first, sent without history); 0 for single '
         'requests.'))
     dataset_item: int = column(-1, doc=(
-        'The line (1-based) of the prompts file or trace file this request came from; -1 for '
-        'synthetic prompts.'))
+        'The item (1-based) of the prompts file or trace file this request came from: its line '
+        'in JSONL, its position in a JSON array; -1 for synthetic prompts.'))
     shared_prefix: bool = column(False, doc=(
         'True when the request began with the shared system prompt ([load] prefix_share, '
         'prefix_tokens).'))
@@ -158,8 +159,9 @@ class RequestRecord:
         'Pre-send delay: from the client starting the request (connection from the pool, HTTP '
         'framing) to its bytes leaving the host; NaN without a kernel stamp.'))
     scheduled_unix: float = column(NAN, doc=(
-        'When the request was due. Open loop: its Poisson arrival time. Closed loop: when the '
-        "user's previous stream ended (or its start spread elapsed, for its first request)."))
+        'When the request was due. Open loop: its Poisson arrival time. Trace replay: its arrival '
+        "in the trace. Closed loop: when the user's previous stream ended (or its start spread "
+        'elapsed, for its first request).'))
     send_lag_s: float = column(NAN, doc=(
         'start_unix - scheduled_unix: how late the load generator sent the request. Grows when '
         'the generator falls behind.'))
