@@ -139,9 +139,24 @@ class ProbeFigures:
     down_reason: str = ""
 
 
-def probe_figures(run_dir: Path, slos: Iterable[Slo]) -> ProbeFigures:
+def lateness_note(data: dict[str, Any]) -> str | None:
+    """capacity.json's lateness rule in words when the user loosened it
+    (--capacity-max-lateness-s); None under the report's generator_late rule."""
+    limit = (data.get("settings") or {}).get("max_lateness_s")
+    if limit is None:
+        return None
+    return (f"a probe counted as late only above a generator lateness p99 of {limit * 1e3:g} ms "
+            "(--capacity-max-lateness-s), looser than the report's generator_late rule: the "
+            "load offered may have trailed the load planned by up to that much, so these "
+            "capacities are lower bounds of what a punctual generator would find")
+
+
+def probe_figures(run_dir: Path, slos: Iterable[Slo],
+                  max_lateness_s: float | None = None) -> ProbeFigures:
     """Read one probe run (a normal run directory of one stage) and measure its SLO metrics
-    over the steady window; AnalysisError when it cannot be read."""
+    over the steady window; AnalysisError when it cannot be read. Late: the report's
+    generator_late rule, or with ``max_lateness_s`` (--capacity-max-lateness-s, the user's
+    explicit tolerance) a lateness p99 above it."""
     from .compute import stage_windows
     from .health import stage_health
     from .rundata import load_run
@@ -161,10 +176,15 @@ def probe_figures(run_dir: Path, slos: Iterable[Slo]) -> ProbeFigures:
             column, q = SLO_METRICS[slo.metric]
             values = ok[column].dropna() if column in ok else ok.iloc[:0, :0]
             metrics[slo.metric] = float(values.quantile(q)) if len(values) else math.nan
-    late_stages = [h for h in stage_health(run.records, run.manifest) if h.late]
+    health = stage_health(run.records, run.manifest)
+    if max_lateness_s is None:
+        late_stages = [(h, h.late_limit_s) for h in health if h.late]
+    else:
+        late_stages = [(h, max_lateness_s) for h in health
+                       if h.lateness_s == h.lateness_s and h.lateness_s > max_lateness_s]
     lateness = "; ".join(
         f"endpoint {h.endpoint}: lateness p99 {h.lateness_s * 1e3:.1f} ms beyond "
-        f"{h.late_limit_s * 1e3:.1f} ms" for h in late_stages)
+        f"{limit * 1e3:.1f} ms" for h, limit in late_stages)
     failed = steady[~steady["ok"]]
     conn = int(failed["error_category"].astype(str).isin(CONNECTION_FAILURES).sum())
     down = bool(len(steady) and conn > DOWN_SHARE * len(steady))

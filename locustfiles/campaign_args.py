@@ -103,6 +103,10 @@ def add_capacity_flags(p: argparse.ArgumentParser) -> None:
                    f"{CAPACITY_PRECISION:g}; closed loop: high - low <= max(1, R x low) users)")
     g.add_argument("--capacity-max-probes", type=int, default=CAPACITY_MAX_PROBES, metavar="N",
                    help=f"probes per search at most (default {CAPACITY_MAX_PROBES})")
+    g.add_argument("--capacity-max-lateness-s", type=float, default=None, metavar="S",
+                   help="count a probe as late (no verdict) only when its generator's lateness "
+                   "p99 exceeds S seconds (default: the report's generator_late rule, the larger "
+                   "of 1%% of TTFT p50 and 2 ms); recorded and stated with the results")
 
 
 def capacity_flags_given(args: argparse.Namespace) -> list[str]:
@@ -111,7 +115,8 @@ def capacity_flags_given(args: argparse.Namespace) -> list[str]:
         ("--slo", args.slo), ("--capacity-start", args.capacity_start is not None),
         ("--capacity-max", args.capacity_max is not None),
         ("--capacity-precision", args.capacity_precision != CAPACITY_PRECISION),
-        ("--capacity-max-probes", args.capacity_max_probes != CAPACITY_MAX_PROBES)) if given]
+        ("--capacity-max-probes", args.capacity_max_probes != CAPACITY_MAX_PROBES),
+        ("--capacity-max-lateness-s", args.capacity_max_lateness_s is not None)) if given]
 
 
 def resolve_config(args: argparse.Namespace) -> SuiteConfig:

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis.capacity import (CAPACITY_FILE, CAPACITY_SCHEMA, DOWN, FAIL, FAILED, LATE, PASS,
-                               Slo, parse_slos, probe_figures, slos_words, summarise, verdict)
+                               Slo, lateness_note, parse_slos, probe_figures, slos_words,
+                               summarise, verdict)
 from analysis.errors import AnalysisError
 from core import rundir
 from core.config import ConfigError, SuiteConfig
@@ -68,6 +69,9 @@ class SearchSettings:
     max_probes: int          # per search, late probes included
     max_level: float
     min_level: float
+    # a probe is late above this lateness p99 (--capacity-max-lateness-s); None: the report's
+    # generator_late rule (the larger of 1% of TTFT p50 and 2 ms)
+    max_lateness_s: float | None = None
 
     @property
     def whole(self) -> bool:
@@ -200,6 +204,9 @@ def check_capacity_arguments(args: argparse.Namespace) -> None:
     if not 0 < args.capacity_precision < 1:
         raise ConfigError(f"--capacity-precision {args.capacity_precision:g}: give a relative "
                           "width between 0 and 1, e.g. 0.1 (the bracket within 10%)")
+    if args.capacity_max_lateness_s is not None and not args.capacity_max_lateness_s > 0:
+        raise ConfigError(f"--capacity-max-lateness-s {args.capacity_max_lateness_s:g}: give "
+                          "seconds > 0 (or leave it out: the report's generator_late rule)")
     if args.capacity_max_probes < 2:
         raise ConfigError(f"--capacity-max-probes {args.capacity_max_probes}: give 2 or more")
     for flag, value in (("--capacity-start", args.capacity_start),
@@ -223,7 +230,8 @@ def settings_from(args: argparse.Namespace, config: SuiteConfig) -> SearchSettin
     return SearchSettings(mode=load.mode, start=float(start), precision=args.capacity_precision,
                           max_probes=args.capacity_max_probes,
                           max_level=float(math.floor(top) if whole else top),
-                          min_level=1.0 if whole else start / CAPACITY_SPAN)
+                          min_level=1.0 if whole else start / CAPACITY_SPAN,
+                          max_lateness_s=args.capacity_max_lateness_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +263,8 @@ ProbeRunner = Callable[[str, int, int, float], Probe]
 
 
 def measure(run_dir: Path, slos: tuple[Slo, ...], endpoint: str, repetition: int, number: int,
-            level: float, outcome: dict[str, Any], relative: str) -> Probe:
+            level: float, outcome: dict[str, Any], relative: str,
+            max_lateness_s: float | None = None) -> Probe:
     """A finished probe run's Probe: its figures and verdict."""
     base = dict(endpoint=endpoint, repetition=repetition, number=number, level=level,
                 run_dir=relative)
@@ -263,7 +272,7 @@ def measure(run_dir: Path, slos: tuple[Slo, ...], endpoint: str, repetition: int
         return Probe(verdict=FAILED, reason=f"the run failed: {outcome.get('reason', '?')}",
                      **base)
     try:
-        fig = probe_figures(run_dir, slos)
+        fig = probe_figures(run_dir, slos, max_lateness_s)
     except AnalysisError as exc:
         return Probe(verdict=FAILED, reason=f"its records cannot be read: {exc}", **base)
     what, broken = verdict(fig, slos)
@@ -364,7 +373,14 @@ def final_lines(data: dict[str, Any]) -> list[str]:
                      f"{br:<20}{gp:>14}{x['probes']:>8}")
     for text in data.get("comparison", {}).get("headlines", []):
         lines.append(f"  {text}")
+    lines += lateness_lines(data)
     return lines
+
+
+def lateness_lines(data: dict[str, Any]) -> list[str]:
+    """What a late probe meant in this search, when the user loosened the rule."""
+    note = lateness_note(data)
+    return [f"  NOTE: {note}"] if note else []
 
 
 def run_capacity_campaign(args: argparse.Namespace, config: SuiteConfig,
@@ -447,7 +463,7 @@ def _run_capacity_campaign(cp: Any, args: argparse.Namespace, config: SuiteConfi
         wall = time.monotonic() - started
         entry.update(cp.run_outcome(run_dir, code, title))
         probe = measure(run_dir, slos, endpoint, rep, number, level, entry,
-                        entry["run_dir"])
+                        entry["run_dir"], s.max_lateness_s)
         return dataclasses.replace(probe, wall_s=wall, planned_s=planned)
 
     state: dict[str, Any] = {"searches": [], "probes": []}

@@ -83,7 +83,7 @@ def capacity_section(cx: _Context) -> Section | None:
     data = cx.result.capacity
     if not data:
         return None
-    from ..capacity import Slo, slos_words
+    from ..capacity import Slo, lateness_note, slos_words
     slos = slos_words(Slo(x["metric"], x["limit"]) for x in data["slos"])
     st = data["settings"]
     s = Section("capacity", "Capacity under SLO")
@@ -100,6 +100,9 @@ def capacity_section(cx: _Context) -> Section | None:
     headlines = data["comparison"].get("headlines") or []
     if headlines:
         s.items(headlines)
+    note = lateness_note(data)
+    if note:
+        s.p("Note: " + note + ".")
     for t in capacity_tables(cx.result):
         s.table(t)
     return s

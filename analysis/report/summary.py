@@ -146,8 +146,11 @@ def summary_text(result, paths: dict[str, Any] | None = None, width: int = 100) 
     lines += _paired_lines(result)
     capacity = getattr(result, "capacity", None)
     if capacity and capacity["comparison"].get("headlines"):
+        from ..capacity import lateness_note
+        note = lateness_note(capacity)
         lines += ["", "Capacity under SLO:"] + [
-            f"  {t}" for t in capacity["comparison"]["headlines"]]
+            f"  {t}" for t in capacity["comparison"]["headlines"]] + (
+            [f"  NOTE: {note}"] if note else [])
     lines.append("")
     if result.warnings:
         lines.append(f"Warnings ({len(result.warnings)}):")

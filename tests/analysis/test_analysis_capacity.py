@@ -129,3 +129,43 @@ def test_capacity_section_and_summary_key(tmp_path):
     assert capacity_section(SimpleNamespace(result=SimpleNamespace(capacity=None))) is None
     summary = _capacity(result)
     assert summary["comparison"]["ratios"][0]["n"] == 2 and len(summary["searches"]) == 4
+
+
+def _probe_run(run_dir: Path, send_lag_s: float) -> Path:
+    """One probe run of one stage (4 users, 10 s steady): 200 steady requests of TTFT 100 ms
+    that left ``send_lag_s`` after they were due."""
+    from support import synth
+
+    stages = synth.stage_rows([4])
+    st = stages[0]
+    n = 200
+    start = st["steady_unix"] + np.arange(n) * (10.0 / n)
+    records = [{"run_id": run_dir.name, "endpoint": "A", "model": "model-A", "repetition": 1,
+                "stage": 0, "stage_users": 4, "phase": "steady", "start_unix": t,
+                "scheduled_unix": t - send_lag_s, "send_lag_s": send_lag_s, "ttft_s": 0.1,
+                "e2e_s": 0.5, "ok": True, "output_tokens": 32.0} for t in start]
+    config = synth.make_config(["A"], stages=(4,))
+    manifest = synth.make_manifest(run_dir.name, config, end_unix=st["end_unix"])
+    return synth.write_run(run_dir, manifest=manifest, records=records, stages=stages)
+
+
+def test_the_lateness_rule_is_the_reports_unless_the_user_loosens_it(tmp_path):
+    from analysis.capacity import lateness_note, probe_figures, verdict
+
+    run = _probe_run(tmp_path / "r01-A-p01", send_lag_s=0.030)
+    # the report's generator_late rule: the larger of 1% of TTFT p50 (1 ms) and 2 ms
+    strict = probe_figures(run, SLOS)
+    assert strict.late and "lateness p99 30.0 ms beyond 2.0 ms" in strict.lateness
+    assert verdict(strict, SLOS)[0] == "late"
+    # the user's explicit tolerance: 50 ms lets the probe count, 10 ms does not
+    loose = probe_figures(run, SLOS, max_lateness_s=0.05)
+    assert not loose.late and verdict(loose, SLOS) == ("pass", [])
+    assert loose.metrics["ttft_p99"] == pytest.approx(0.1)
+    tight = probe_figures(run, SLOS, max_lateness_s=0.01)
+    assert tight.late and "beyond 10.0 ms" in tight.lateness
+    # a punctual generator is never late
+    assert not probe_figures(_probe_run(tmp_path / "r01-A-p02", 0.0005), SLOS).late
+    # the tolerance is stated with the results, and only when it was given
+    assert lateness_note({"settings": {"max_lateness_s": None}}) is None
+    note = lateness_note({"settings": {"max_lateness_s": 0.05}})
+    assert "50 ms" in note and "lower bounds" in note

@@ -210,6 +210,9 @@ def test_campaign_refuses_bad_capacity_flags(tmp_path):
                         (["--capacity", "--slo", "ttft_p99<=x"], "not a number"),
                         (["--capacity", "--slo", "ttft_p99<=1", "--capacity-precision", "2"],
                          "between 0 and 1"),
+                        (["--capacity-max-lateness-s", "0.05"], "add --capacity"),
+                        (["--capacity", "--slo", "ttft_p99<=1", "--capacity-max-lateness-s",
+                          "0"], "give seconds > 0"),
                         (["--capacity", "--slo", "ttft_p99<=1", "--mode", "trace",
                           "--trace-file", str(cfg)], None)):
         result = run_campaign(base + extra, timeout=60)
