@@ -154,8 +154,9 @@ def next_step(s: SearchSettings, probes: list[Probe]) -> Step:
             return Step(status=STOPPED_LATE, low=low, high=high, reason=(
                 f"the load generator was late at {last.level:g} {s.unit} "
                 f"{'twice' if twice else 'and the probe budget is spent'} ({last.reason}): no "
-                "capacity is reported from a late probe; add Locust workers (--workers N) or "
-                "run the generator on a less loaded machine"))
+                "capacity is reported from a late probe; add Locust workers (--workers N), "
+                "run the generator on a less loaded machine, or accept a stated bound on its "
+                "lateness (--capacity-max-lateness-s S)"))
         return Step(level=last.level)        # once more: lateness can be a passing hiccup
     if low is not None and high is not None and _tight(s, low, high):
         return Step(status=FOUND, capacity=low, low=low, high=high,

@@ -68,7 +68,6 @@ class RunContext:
             self.broadcast(StageTags(-1, self.environment.runner.target_user_count or 0,
                                      "manual", 0.0))
 
-
     def request_stream(self, endpoint: Endpoint) -> RequestStream:
         """The seeded request stream of an endpoint's users, made once per process (a prompts
         file is read once, not once per user). Raises ConfigPromptError."""

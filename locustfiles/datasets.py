@@ -88,15 +88,23 @@ def answer_tokens(text: str, words_per_token: float = WORDS_PER_TOKEN) -> int:
     return max(1, round(len(text.split()) / words_per_token))
 
 
+def existing_file(path: str | Path, what: str, setting: str,
+                  error: type[ConfigPromptError] = ConfigPromptError) -> Path:
+    """The path of a file the [load] settings name, or ``error`` saying it is missing or not
+    a file (and where a relative path is read from)."""
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{what} {str(p)!r} not found (a relative {setting} is read from the config "
+                    "file's folder)")
+    if not p.is_file():
+        raise error(f"{what} {str(p)!r} is not a file")
+    return p
+
+
 def load_dataset(path: str | Path, prompts_format: str = "auto") -> Dataset:
     """Read a prompts file (``auto``, ``openai`` or ``sharegpt``); ConfigPromptError names the
     file, the line and the fix. Read once per process for an unchanged file (cached)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigPromptError(f"prompts file {str(p)!r} not found (a relative prompts_file is "
-                                "read from the config file's folder)")
-    if not p.is_file():
-        raise ConfigPromptError(f"prompts file {str(p)!r} is not a file")
+    p = existing_file(path, "prompts file", "prompts_file")
     if prompts_format not in ("auto", *FORMATS):
         raise ConfigPromptError(f"prompts_format = {prompts_format!r}: use auto, openai or "
                                 "sharegpt")

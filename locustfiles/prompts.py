@@ -107,7 +107,6 @@ class RequestStream:
     max_tokens: int
     max_tokens_min: int = 0                 # > 0: lengths drawn from [this, max_tokens]
     items: tuple[DatasetItem, ...] = ()     # a dataset's items (replace synthetic prompts)
-    file_prompts: tuple = ()                # plain messages lists: items without lengths
     output_dist: str = "request"            # request | lognormal | dataset
     output_median_tokens: int = 0           # lognormal: its median (0: half of max_tokens)
     output_sigma: float = 0.5               # lognormal: its shape
@@ -116,10 +115,6 @@ class RequestStream:
     _prefix: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.file_prompts and not self.items:
-            object.__setattr__(self, "items", tuple(
-                DatasetItem(i + 1, (list(messages),), (None,))
-                for i, messages in enumerate(self.file_prompts)))
         if self.prefix_share > 0 and self.prefix_words > 0:
             object.__setattr__(self, "_prefix", shared_prefix_text(self.seed, self.prefix_words))
 
@@ -185,6 +180,7 @@ class RequestStream:
         return self.items[random.Random(f"{self.seed}/file/{key}").randrange(len(self.items))]
 
     def messages(self, key: str) -> Messages:
+        """The messages of ``key``'s request (``plan(key).messages``)."""
         return self.plan(key).messages
 
     def begins_with_prefix(self, key: str) -> bool:

@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
+from locustfiles.datasets import existing_file
 from locustfiles.prompts import (ConfigPromptError, PlannedRequest,
                                  synthetic_prompt)
 
@@ -153,12 +154,7 @@ def parse_arrival(item: Any, line: int, where: str) -> tuple[int, float, int, in
 
 def read_trace(path: str | Path) -> Trace:
     """Read and check a trace file (TraceError names file:line and what to change)."""
-    p = Path(path)
-    if not p.exists():
-        raise TraceError(f"trace file {str(p)!r} not found (a relative trace_file is read from "
-                         "the config file's folder)")
-    if not p.is_file():
-        raise TraceError(f"trace file {str(p)!r} is not a file")
+    p = existing_file(path, "trace file", "trace_file", TraceError)
     rows: list[tuple[int, float, int, int]] = []
     try:
         with open(p, encoding="utf-8") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,15 +42,20 @@ def test_source_of_a_series():
     assert series.source_of(series.PROCESS_CPU) == series.EXPORTER
 
 
-def test_the_load_generator_side_imports_nothing_heavy():
-    code = ("import sys, core.rundir, core.rundir.capture, core.rundir.series, core.records, "
-            "exporters.metrics; "
-            "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'matplotlib', 'scipy', "
-            "'analysis') if m in sys.modules))")
+def _loaded_after_importing(modules: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter has loaded after importing ``modules``."""
+    code = (f"import json, sys, {modules}; "
+            f"print(json.dumps([m for m in {list(watched)!r} if m in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    return json.loads(proc.stdout)
+
+
+def test_the_load_generator_side_imports_nothing_heavy():
+    assert _loaded_after_importing(
+        "core.rundir, core.rundir.capture, core.rundir.series, core.records, exporters.metrics",
+        ("pandas", "numpy", "pyarrow", "matplotlib", "scipy", "analysis")) == []
 
 
 # Modules that run in the campaign's own process only, never in a Locust process: the capacity
@@ -68,11 +74,6 @@ def test_the_load_generator_does_not_import_analysis():
 def test_locust_processes_and_a_plain_campaign_load_no_analysis():
     """What a Locust process (the locustfiles, a remote worker) and a sweep campaign import:
     never the analysis or its data stack (numpy comes with Locust itself)."""
-    code = ("import sys, locustfiles.users, locustfiles.sweep, locustfiles.campaign, "
-            "locustfiles.remote_worker; "
-            "print(sorted(m for m in ('pandas', 'pyarrow', 'matplotlib', 'scipy', 'analysis', "
-            "'locustfiles.capacity') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert _loaded_after_importing(
+        "locustfiles.users, locustfiles.sweep, locustfiles.campaign, locustfiles.remote_worker",
+        ("pandas", "pyarrow", "matplotlib", "scipy", "analysis", "locustfiles.capacity")) == []

@@ -238,15 +238,16 @@ def test_search_finds_each_stubs_capacity_and_compares_them(stub, tmp_path):
     result = run_campaign(["--endpoints-file", str(cfg), "--results-dir", str(tmp_path / "res"),
                            "--no-preflight", "--stop-timeout", "3", "--capacity",
                            "--slo", f"ttft_p99<={TTFT_LIMIT_S},error_rate<=0.01",
-                           "--capacity-start", "2"], timeout=400)
+                           "--capacity-start", "2",
+                           # a wait for a slot is a whole service time (0.96 s): a generator up
+                           # to 0.1 s late cannot hide it, so the answer stays exact; a stricter
+                           # bound would only measure this machine's scheduling stalls
+                           "--capacity-max-lateness-s", "0.1"], timeout=400)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     campaign = next((tmp_path / "res").iterdir())
     data = json.loads((campaign / "capacity.json").read_text())
     caps = {x["endpoint"]: x for x in data["searches"]}
-    if any(x["status"] == "late" for x in caps.values()):
-        # the tool refused what it could not trust (a generator late twice at one level)
-        pytest.skip("the load generator was late twice at one level on this machine:\n" + out)
     assert caps["A"]["status"] == caps["B"]["status"] == "found", out
     assert (caps["A"]["capacity"], caps["A"]["high"]) == (2, 3), out
     assert (caps["B"]["capacity"], caps["B"]["high"]) == (3, 4), out
@@ -261,6 +262,7 @@ def test_search_finds_each_stubs_capacity_and_compares_them(stub, tmp_path):
     assert 1.3 < ratio["ratio"] < 1.7, ratio
     assert "B sustains" in out and "more goodput than A at p99 TTFT <= 900 ms" in out
     assert "1 repetition: no confidence interval" in out
+    assert "lateness p99 of 100 ms (--capacity-max-lateness-s)" in out   # the bound is stated
     summary = json.loads((campaign / "report" / "summary.json").read_text())
     assert summary["capacity"]["comparison"]["headlines"] == data["comparison"]["headlines"]
     assert "Capacity under SLO" in (campaign / "report" / "report.md").read_text()

@@ -4,8 +4,8 @@ import pytest
 
 from core.config import LoadSettings
 from locustfiles.plan import build_plan, locate, total_duration_s
-from locustfiles.prompts import (ConfigPromptError, load_prompts_file, prompt_words_for,
-                                 RequestStream, arrival_rng, request_key)
+from locustfiles.prompts import (ConfigPromptError, DatasetItem, RequestStream, arrival_rng,
+                                 load_prompts_file, prompt_words_for, request_key)
 
 
 def test_closed_plan_stages_and_phases():
@@ -48,10 +48,11 @@ def test_the_request_stream_gives_a_key_the_same_request_in_every_arm():
 
 
 def test_file_prompts_are_chosen_by_key():
-    prompts = tuple([{"role": "user", "content": f"p{i}"}] for i in range(5))
-    stream = RequestStream(seed=3, words=10, max_tokens=16, file_prompts=prompts)
+    prompts = tuple(DatasetItem(i + 1, ([{"role": "user", "content": f"p{i}"}],), (None,))
+                    for i in range(5))
+    stream = RequestStream(seed=3, words=10, max_tokens=16, items=prompts)
     picks = [stream.messages(request_key(0, "0-1", n)) for n in range(1, 200)]
-    assert picks == [RequestStream(seed=3, words=10, max_tokens=16, file_prompts=prompts)
+    assert picks == [RequestStream(seed=3, words=10, max_tokens=16, items=prompts)
                      .messages(request_key(0, "0-1", n)) for n in range(1, 200)]
     assert {p[0]["content"] for p in picks} == {f"p{i}" for i in range(5)}
 
